@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` (the main job on the built-in default) and `make test`.
+# Each creates .venv on first use. torch comes first and pinned to 2.13.0: on these machines pip takes it
+# from a local CPU wheel, where an unpinned torch would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= out/demo
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/attn-audit explain --model builtin:fashion-vit --data builtin:fashion-canvas --limit 64 \
+		--method chefer2021 --method rollout --method raw_attention --method attn_gradcam \
+		--method attention_sum --out $(OUT)
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench_engine.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

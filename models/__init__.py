@@ -1,0 +1,19 @@
+"""attn-audit's explainability engine: pure PyTorch, no Prefect, Ray or store.
+
+    m = models.load("path/to/checkpoint" | "builtin:NAME")
+    inputs = m.preprocess([{"image": img}, {"image": "cat.png"}])
+    exps = models.explain(m, inputs, method="chefer2021")
+    exps[0].relevance["image"]  # (h, w) patch grid
+"""
+
+from models.errors import AttnAuditError, ModelLoadError, SampleError, UnsafeCheckpointError, UnsupportedModelError
+from models.explain import explain
+from models.explanation import Explanation
+from models.loaded import LoadedModel
+from models.loading import load, wrap
+from models.methods import available_methods, method_info
+
+__all__ = [
+    "AttnAuditError", "Explanation", "LoadedModel", "ModelLoadError", "SampleError", "UnsafeCheckpointError",
+    "UnsupportedModelError", "available_methods", "explain", "load", "method_info", "wrap",
+]

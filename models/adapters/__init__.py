@@ -1,0 +1,23 @@
+"""Topology adapters, one small file per model family."""
+
+from models.adapters.base import Adapter, SampleMaps
+from models.adapters.text_classifier import MeanPoolAdapter, TextClassifierAdapter
+from models.adapters.vit import ViTAdapter
+from models.errors import UnsupportedModelError
+
+ADAPTERS: tuple[type[Adapter], ...] = (ViTAdapter, TextClassifierAdapter, MeanPoolAdapter)
+
+
+def supported_families() -> str:
+    return "; ".join(f"{a.family}: {', '.join(a.architectures)}" for a in ADAPTERS)
+
+
+def adapter_class(architecture: str) -> type[Adapter]:
+    for adapter in ADAPTERS:
+        if architecture in adapter.architectures:
+            return adapter
+    raise UnsupportedModelError(
+        f"model class {architecture!r} is not supported; supported families — {supported_families()}")
+
+
+__all__ = ["ADAPTERS", "Adapter", "SampleMaps", "adapter_class", "supported_families"]

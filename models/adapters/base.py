@@ -1,0 +1,51 @@
+"""The adapter contract: everything model-family specific, and no relevancy maths.
+
+An adapter says which modalities a model has, preprocesses raw samples, runs the stock model so
+that its attention maps come back labelled as events, says which row of R is read out, and turns
+readout rows into the maps users see (patch grids, token lists with special flags).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from models.batch import Batch
+from models.engine.events import Capture
+
+
+@dataclass
+class SampleMaps:
+    """One sample's reported maps, keyed by modality."""
+
+    relevance: dict[str, np.ndarray]
+    tokens: dict[str, list[str]] = field(default_factory=dict)
+    special: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Adapter:
+    family: ClassVar[str]  # e.g. "vit"
+    architectures: ClassVar[tuple[str, ...]]  # Hugging Face class names it handles
+    modalities: ClassVar[tuple[str, ...]]  # reported modalities
+
+    def __init__(self, model: torch.nn.Module, **resources):
+        self.model = model
+        self.resources = resources
+
+    def preprocess(self, samples: list[dict], errors: str = "raise") -> Batch:
+        raise NotImplementedError
+
+    def run(self, batch: Batch) -> tuple[torch.Tensor, Capture]:
+        """Forward pass: (score table (B, n_targets), capture with events, masks, readouts)."""
+        raise NotImplementedError
+
+    def maps(self, rows: dict[str, np.ndarray], batch: Batch, i: int) -> SampleMaps:
+        raise NotImplementedError
+
+    @property
+    def label_names(self) -> list[str] | None:
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        return [id2label[k] for k in sorted(id2label)] if id2label else None

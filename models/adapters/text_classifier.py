@@ -1,0 +1,48 @@
+"""BERT-family sequence classifiers ([CLS] readout) and mean-pooling encoders (mean readout)."""
+
+from __future__ import annotations
+
+from models.adapters.base import Adapter, SampleMaps
+from models.engine.events import AttentionEvent, Capture, Readout
+from models.text import TextEncoder, model_max_length, text_mask
+
+
+class TextClassifierAdapter(Adapter):
+    family = "bert"
+    architectures = ("BertForSequenceClassification", "RobertaForSequenceClassification",
+                     "DistilBertForSequenceClassification")
+    modalities = ("text",)
+
+    def __init__(self, model, tokenizer=None, truncate: bool = False, max_length: int | None = None,
+                 **resources):
+        super().__init__(model, **resources)
+        if tokenizer is None:
+            raise ValueError(f"{type(model).__name__} needs its tokenizer (the checkpoint folder has none)")
+        self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config), truncate)
+
+    def preprocess(self, samples, errors="raise"):
+        return self.encoder.encode(samples, errors)
+
+    def readout(self, mask) -> Readout:
+        return Readout.token("text", 0, mask.shape[1], mask.shape[0], device=mask.device)
+
+    def run(self, batch):
+        out = self.model(**batch, output_attentions=True)
+        mask = text_mask(batch)
+        events = [AttentionEvent("self", "text", "text", layer, a) for layer, a in enumerate(out.attentions)]
+        return out.logits, Capture(events, {"text": mask}, {"text": self.readout(mask)})
+
+    def maps(self, rows, batch, i):
+        n = batch.meta["lengths"][i]
+        return SampleMaps({"text": rows["text"][i, :n]}, {"text": batch.meta["tokens"][i]},
+                          {"text": batch.meta["special"][i]})
+
+
+class MeanPoolAdapter(TextClassifierAdapter):
+    """An encoder whose classifier reads the mean of the non-padding token states."""
+
+    family = "mean-pool"
+    architectures = ("MeanPoolingClassifier",)
+
+    def readout(self, mask) -> Readout:
+        return Readout.mean("text", mask)

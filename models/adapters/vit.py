@@ -1,0 +1,54 @@
+"""ViT-style image classifiers: [CLS] (+ DeiT's distillation token) followed by a patch grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.adapters.base import Adapter, SampleMaps
+from models.batch import Batch, collect
+from models.engine.events import AttentionEvent, Capture, Readout
+from models.errors import SampleError
+from models.images import PixelTransform, decode_image
+
+
+class ViTAdapter(Adapter):
+    family = "vit"
+    architectures = ("ViTForImageClassification", "DeiTForImageClassification",
+                     "DeiTForImageClassificationWithTeacher")
+    modalities = ("image",)
+
+    def __init__(self, model, transform: PixelTransform | None = None, **resources):
+        super().__init__(model, **resources)
+        self.transform = transform or PixelTransform.for_checkpoint(model.config)
+        # DeiT prepends a distillation token; its teacher variant averages both heads.
+        self.n_special = 2 if type(model).__name__.startswith("DeiT") else 1
+        self.grid = model.config.image_size // model.config.patch_size
+
+    def preprocess(self, samples, errors="raise"):
+        def convert(sample, sid):
+            if "image" not in sample:
+                given = ", ".join(sorted(sample)) or "nothing"
+                raise SampleError(sid, "input", f"this image model needs an 'image'; the sample has {given}")
+            return self.transform(decode_image(sample["image"], sid))
+
+        pixels, ids, failures = collect(samples, convert, errors)
+        tensor = torch.from_numpy(np.stack(pixels)) if pixels else torch.empty(0)
+        return Batch({"pixel_values": tensor}, ids, failures)
+
+    def run(self, batch):
+        out = self.model(pixel_values=batch["pixel_values"], output_attentions=True)
+        events = [AttentionEvent("self", "image", "image", layer, a) for layer, a in enumerate(out.attentions)]
+        b, n = out.attentions[0].shape[0], out.attentions[0].shape[-1]
+        mask = torch.ones(b, n, dtype=torch.bool, device=out.logits.device)
+        if type(self.model).__name__ == "DeiTForImageClassificationWithTeacher":
+            weights = torch.zeros(b, n, device=mask.device)
+            weights[:, :2] = 0.5
+            readout = Readout("image", weights)
+        else:
+            readout = Readout.token("image", 0, n, b, device=mask.device)
+        return out.logits, Capture(events, {"image": mask}, {"image": readout})
+
+    def maps(self, rows, batch, i):
+        patches = rows["image"][i, self.n_special:]
+        return SampleMaps({"image": patches.reshape(self.grid, self.grid)})

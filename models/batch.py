@@ -1,0 +1,54 @@
+"""A preprocessed batch: the model's tensors plus what is needed to report per sample."""
+
+from __future__ import annotations
+
+from models.errors import SampleError
+
+
+class Batch(dict):
+    """dict of model input tensors, with the sample ids and per-sample failures beside it.
+
+    Samples that failed preprocessing are not in the tensors; they are listed in `failures`
+    (only when preprocess was asked to collect errors instead of raising).
+    """
+
+    def __init__(self, tensors: dict, sample_ids: list[str], failures: list[SampleError] | None = None,
+                 **meta):
+        super().__init__(tensors)
+        self.sample_ids = sample_ids
+        self.failures = failures or []
+        self.meta = meta
+
+    def to(self, device) -> Batch:
+        moved = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()}
+        return Batch(moved, self.sample_ids, self.failures, **self.meta)
+
+    @property
+    def size(self) -> int:
+        """Number of samples (len() of a Batch counts its tensors, as for any dict)."""
+        return len(self.sample_ids)
+
+
+def sample_id_of(sample: dict, position: int) -> str:
+    """The sample's own id when it has one, else its position in the call."""
+    sid = sample.get("id") if isinstance(sample, dict) else None
+    return str(sid) if sid is not None else str(position)
+
+
+def collect(samples: list, convert, errors: str) -> tuple[list, list[str], list[SampleError]]:
+    """Apply `convert(sample, sample_id)` to each sample; raise or collect SampleErrors."""
+    if errors not in ("raise", "collect"):
+        raise ValueError(f"errors must be 'raise' or 'collect', got {errors!r}")
+    converted, ids, failures = [], [], []
+    for position, sample in enumerate(samples):
+        sid = sample_id_of(sample, position)
+        try:
+            if not isinstance(sample, dict):
+                raise SampleError(sid, "input", f"a sample must be a dict, got {type(sample).__name__}")
+            converted.append(convert(sample, sid))
+            ids.append(sid)
+        except SampleError as err:
+            if errors == "raise":
+                raise
+            failures.append(err)
+    return converted, ids, failures

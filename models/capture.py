@@ -1,0 +1,90 @@
+"""One forward and at most one backward pass over a batch: attention maps and their gradients.
+
+Stock Hugging Face models return their eager attention probabilities inside the autograd graph,
+so `torch.autograd.grad(Σ_b score_b, attentions)` gives every layer's ∂y_t/∂A for the whole batch
+at once (the scores of different samples are independent). Weights are frozen during the pass:
+no weight gradient is ever formed, only the path from the input embeddings to the score.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from models.adapters.base import Adapter
+from models.batch import Batch
+from models.engine.events import Capture
+
+
+@dataclass
+class CaptureResult:
+    logits: torch.Tensor  # (B, n_targets) score table, detached
+    targets: torch.Tensor  # (B,) long
+    capture: Capture
+    nonfinite: dict[int, str]  # batch position -> why that sample's maps cannot be trusted
+
+
+@contextmanager
+def gradient_path(model: torch.nn.Module):
+    """Freeze the weights and make the input embeddings the root of the graph; undo on exit."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    hook = embeddings.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True)) \
+        if embeddings is not None else None
+    try:
+        yield
+    finally:
+        if hook is not None:
+            hook.remove()
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "float32":
+        return nullcontext()
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def run_capture(adapter: Adapter, batch: Batch, targets: torch.Tensor | None, with_gradients: bool,
+                precision: str = "float32") -> CaptureResult:
+    """Run the model; `targets` None means each sample's predicted class."""
+    device = next(adapter.model.parameters()).device
+    grad_ctx = gradient_path(adapter.model) if with_gradients else nullcontext()
+    with torch.set_grad_enabled(with_gradients), grad_ctx, _autocast(device, precision):
+        logits, capture = adapter.run(batch)
+        logits = logits.float()
+        chosen = logits.argmax(-1) if targets is None else targets.to(logits.device)
+        if with_gradients:
+            scores = logits.gather(1, chosen[:, None]).squeeze(1)
+            attns = [e.attn for e in capture.events]
+            grads = torch.autograd.grad(scores.sum(), attns, allow_unused=True)
+            for event, grad in zip(capture.events, grads):
+                event.grad = torch.zeros_like(event.attn) if grad is None else grad.detach()
+    for event in capture.events:
+        event.attn = event.attn.detach()
+    return CaptureResult(logits.detach(), chosen, capture, _nonfinite_samples(logits, capture))
+
+
+def _nonfinite_samples(logits: torch.Tensor, capture: Capture) -> dict[int, str]:
+    """Samples whose score, attention or gradient is NaN/inf; other samples are unaffected."""
+    bad_score = ~torch.isfinite(logits).all(-1)
+    bad_attn = torch.zeros_like(bad_score)
+    bad_grad = torch.zeros_like(bad_score)
+    for event in capture.events:
+        bad_attn |= ~torch.isfinite(event.attn).flatten(1).all(-1)
+        if event.grad is not None:
+            bad_grad |= ~torch.isfinite(event.grad).flatten(1).all(-1)
+    reasons = {}
+    for i in range(bad_score.shape[0]):
+        if bad_score[i]:
+            reasons[i] = "the model's output is NaN or infinite for this sample (check the input values)"
+        elif bad_attn[i] or bad_grad[i]:
+            what = "attention" if bad_attn[i] else "gradient"
+            reasons[i] = f"non-finite {what} values inside the model for this sample"
+    return reasons

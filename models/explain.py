@@ -1,0 +1,78 @@
+"""`explain(m, inputs, method, target)`: one capture serves every requested method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from models.batch import Batch
+from models.capture import run_capture
+from models.errors import AttnAuditError, SampleError
+from models.explanation import Explanation
+from models.loaded import LoadedModel
+from models.methods import finalize_rows, get_method
+
+Target = int | Sequence[int | None] | None
+
+
+def resolve_targets(target: Target, batch: Batch, n_classes: int) -> torch.Tensor | None:
+    """None → predicted class; an int for every sample; or one entry per sample (None → predicted)."""
+    if target is None:
+        return None
+    if isinstance(target, int):
+        if not 0 <= target < n_classes:
+            raise AttnAuditError(f"target {target} is out of range: the model has {n_classes} classes "
+                                 f"(0–{n_classes - 1})")
+        return torch.full((batch.size,), target, dtype=torch.long)
+    if len(target) != batch.size:
+        raise AttnAuditError(f"got {len(target)} targets for {batch.size} samples; give one per sample")
+    for sid, t in zip(batch.sample_ids, target):
+        if t is not None and not 0 <= int(t) < n_classes:
+            raise SampleError(sid, "target", f"target {t} is out of range: the model has {n_classes} "
+                              f"classes (0–{n_classes - 1})")
+    return torch.tensor([-1 if t is None else int(t) for t in target], dtype=torch.long)
+
+
+def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer2021",
+            target: Target = None) -> list[Explanation]:
+    """Explanations for every sample of `inputs` and every method, sample-major.
+
+    Samples that failed preprocessing (collected in `inputs.failures`) or whose pass produced
+    NaN/inf come back with `error` set and no maps, so nothing is dropped silently.
+    """
+    names = [method] if isinstance(method, str) else list(method)
+    methods = [get_method(name) for name in names]
+    out = [Explanation(f.sample_id, name, None, error=str(f)) for f in inputs.failures for name in names]
+    if inputs.size == 0:
+        return out
+    batch = inputs.to(m.device)
+    labels = m.label_names
+    targets = resolve_targets(target, batch, m.num_classes)
+    result = run_capture(m.adapter, batch, _fill_predicted(targets, m, batch),
+                         any(x.needs_gradients for x in methods), m.precision)
+    rows = {name: {k: v.cpu().numpy() for k, v in finalize_rows(x.attribute(result.capture), result.capture).items()}
+            for name, x in zip(names, methods)}
+    probs = torch.softmax(result.logits, -1).cpu()
+    logits, chosen, predicted = result.logits.cpu(), result.targets.cpu().tolist(), result.logits.argmax(-1).tolist()
+    for i, sid in enumerate(batch.sample_ids):
+        t = chosen[i]
+        common = dict(target=t, target_label=labels[t] if labels else None, score=float(logits[i, t]),
+                      probability=float(probs[i, t]), prediction=predicted[i])
+        for name in names:
+            if i in result.nonfinite:
+                out.append(Explanation(sid, name, error=f"sample {sid!r} (explain): {result.nonfinite[i]}", **common))
+                continue
+            maps = m.adapter.maps(rows[name], batch, i)
+            out.append(Explanation(sid, name, relevance=maps.relevance, tokens=maps.tokens,
+                                   special=maps.special, **common))
+    return out
+
+
+def _fill_predicted(targets: torch.Tensor | None, m: LoadedModel, batch: Batch) -> torch.Tensor | None:
+    """Per-sample targets with gaps (-1) need the prediction: a no-grad pass finds it first."""
+    if targets is None or (targets >= 0).all():
+        return targets
+    with torch.no_grad():
+        logits, _ = m.adapter.run(batch)
+    return torch.where(targets.to(logits.device) >= 0, targets.to(logits.device), logits.argmax(-1))

@@ -1,0 +1,26 @@
+"""What one explanation is: maps per modality for one (sample, target, method)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Explanation:
+    sample_id: str
+    method: str
+    target: int | None  # the explained class index
+    target_label: str | None = None
+    score: float = float("nan")  # pre-softmax score y_t being explained
+    probability: float = float("nan")  # softmax probability of the target
+    prediction: int | None = None  # the model's predicted class
+    relevance: dict[str, np.ndarray] = field(default_factory=dict)  # image: (h, w); text: (n,)
+    tokens: dict[str, list[str]] = field(default_factory=dict)
+    special: dict[str, np.ndarray] = field(default_factory=dict)  # True for [CLS], [SEP], ...
+    error: str | None = None  # why this sample has no maps; None when it has
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

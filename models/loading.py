@@ -1,0 +1,116 @@
+"""`load()`: a checkpoint folder, a built-in or a hub id → LoadedModel. Safetensors only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from models.adapters import adapter_class
+from models.errors import ModelLoadError, UnsafeCheckpointError
+from models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassifier
+from models.images import PixelTransform
+from models.loaded import LoadedModel
+from models.zoo import builtin_path
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _check_safetensors(folder: Path) -> None:
+    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file():
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise UnsafeCheckpointError(
+            f"{folder} holds only pickle weights ({', '.join(pickled)}), which are never loaded (they can run "
+            "code). Convert once in a trusted environment: `model = AutoModel...from_pretrained(folder); "
+            "model.save_pretrained(new_folder, safe_serialization=True)`, then load new_folder.")
+    raise ModelLoadError(f"{folder} has no *.safetensors weights")
+
+
+def _resolve(ref: str) -> tuple[str, bool]:
+    """(path or hub id, is_local)."""
+    if ref.startswith("builtin:"):
+        return str(builtin_path(ref.split(":", 1)[1])), True
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{ref} is a file; give the checkpoint folder (with config.json)")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{ref} has no config.json; is it a Hugging Face checkpoint folder?")
+        _check_safetensors(path)
+        return str(path), True
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise ModelLoadError(f"model folder {ref} does not exist")
+    return ref, False  # a hub id
+
+
+def _tokenizer(source: str, local: bool):
+    try:
+        return transformers.AutoTokenizer.from_pretrained(source, local_files_only=local, trust_remote_code=False)
+    except (OSError, ValueError):
+        return None
+
+
+def load(ref: str, device: str | torch.device = "auto", precision: str = "float32", truncate: bool = False,
+         max_length: int | None = None) -> LoadedModel:
+    """Load a checkpoint for explaining: eager attention, eval mode, no remote code, no pickle.
+
+    `ref`: a local Hugging Face checkpoint folder, `builtin:NAME`, or a hub id (needs a network).
+    `precision`: "float32" or, on GPU, "bfloat16"/"float16" autocast (relevancy accumulates in float32).
+    `truncate`: explain the first `max_length` tokens of over-long texts instead of refusing them.
+    """
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    source, local = _resolve(ref)
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, local_files_only=local, trust_remote_code=False)
+    except OSError as err:
+        raise ModelLoadError(f"cannot load {ref!r}: not a local folder and not reachable as a hub id "
+                             f"({str(err).splitlines()[0]}). Give a checkpoint folder or builtin:NAME.") from None
+    head_spec = Path(source) / HEAD_CONFIG if local else None
+    if head_spec is not None and head_spec.is_file():
+        model, truncate, max_length = _load_pooling_classifier(source, config, head_spec, truncate, max_length)
+    else:
+        architecture = (config.architectures or [type(config).__name__])[0]
+        adapter_class(architecture)  # refuse unsupported classes before loading weights
+        model_cls = getattr(transformers, architecture)
+        model = model_cls.from_pretrained(source, config=config, attn_implementation="eager",
+                                          use_safetensors=True, local_files_only=local, trust_remote_code=False)
+    resources = {"tokenizer": _tokenizer(source, local), "truncate": truncate, "max_length": max_length}
+    if hasattr(config, "image_size"):
+        resources["transform"] = PixelTransform.for_checkpoint(config, source if local else None)
+    return wrap(model, ref=ref, device=device, precision=precision, **resources)
+
+
+def _load_pooling_classifier(source, config, head_spec: Path, truncate, max_length):
+    spec = json.loads(head_spec.read_text())
+    encoder = transformers.AutoModel.from_pretrained(source, config=config, attn_implementation="eager",
+                                                     use_safetensors=True, local_files_only=True)
+    labels = spec.get("labels")
+    model = MeanPoolingClassifier(encoder, len(labels), normalize=spec.get("normalize", True), labels=labels)
+    head = load_file(str(Path(source) / HEAD_WEIGHTS))
+    model.head.load_state_dict({"weight": head["weight"], "bias": head["bias"]})
+    return model, truncate or spec.get("truncate", False), max_length or spec.get("max_length")
+
+
+def wrap(model: torch.nn.Module, ref: str = "in-memory", device: str | torch.device = "auto",
+         precision: str = "float32", **resources) -> LoadedModel:
+    """Use an already-built model (e.g. from your own code): eager attention is switched on here."""
+    adapter_cls = adapter_class(type(model).__name__)
+    target = model.encoder if isinstance(model, MeanPoolingClassifier) else model
+    target.set_attn_implementation("eager")
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    accepted = {k: v for k, v in resources.items() if v is not None}
+    return LoadedModel(model, adapter_cls(model, **accepted), ref, dev, precision)

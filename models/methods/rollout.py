@@ -1,0 +1,46 @@
+"""rollout — Abnar & Zuidema (2020) attention rollout (SPEC §2).
+
+Per layer Â = rownorm(mean_h A + I) and R^{ss} = Â_L ⋯ Â_1. Between modalities (bi-modal form)
+R^{sq} = (R^{ss})ᵀ Ā R^{qq} with Ā the last co-attention from s to q. Only the readout row is
+formed, as vector–matrix products: O(n²) a layer.
+"""
+
+import torch
+
+from models.engine.rules import eye_like, head_mean, rownorm
+from models.methods.registry import Method, last_event, masked, read_row
+
+
+def _augmented(capture, event) -> torch.Tensor:
+    a = masked(capture, event, head_mean(event.attn))
+    return rownorm(a + eye_like(a))
+
+
+class Rollout(Method):
+    name = "rollout"
+    description = "attention rollout: product of head-averaged attention plus identity (Abnar & Zuidema 2020)"
+    needs_gradients = False
+
+    def _row_through_self(self, capture, modality: str, v: torch.Tensor) -> torch.Tensor:
+        """v R^{mm}: multiply by Â_L first (the row is read at the top)."""
+        for event in reversed(capture.events_of(modality, modality)):
+            v = read_row(v, _augmented(capture, event))
+        return v
+
+    def attribute(self, capture):
+        rows = {}
+        for m, readout in capture.readouts.items():
+            s, w = readout.source, readout.weights.float()
+            if s == m:
+                rows[m] = self._row_through_self(capture, s, w)
+                continue
+            co = last_event(capture, s, m)
+            if co is None:
+                rows[m] = w.new_zeros(w.shape[0], capture.masks[m].shape[1])
+                continue
+            # w (R^{ss})ᵀ = (R^{ss} wᵀ)ᵀ: apply Â_1 first, as a column.
+            u = w
+            for event in capture.events_of(s, s):
+                u = (_augmented(capture, event) @ u.unsqueeze(-1)).squeeze(-1)
+            rows[m] = self._row_through_self(capture, m, read_row(u, masked(capture, co, head_mean(co.attn))))
+        return rows

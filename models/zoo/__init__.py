@@ -1,0 +1,21 @@
+"""Built-in models: checkpoint folders shipped inside this package (`builtin:NAME`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.errors import ModelLoadError
+
+ZOO_DIR = Path(__file__).parent
+
+
+def available() -> list[str]:
+    return sorted(p.name for p in ZOO_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def builtin_path(name: str) -> Path:
+    folder = ZOO_DIR / name
+    if not (folder / "config.json").is_file():
+        names = ", ".join(available()) or "none installed"
+        raise ModelLoadError(f"unknown built-in model {name!r}; available: {names}")
+    return folder
