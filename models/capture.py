@@ -28,11 +28,15 @@ class CaptureResult:
 
 @contextmanager
 def gradient_path(model: torch.nn.Module):
-    """Freeze the weights and make the input embeddings the root of the graph; undo on exit."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    """Freeze the weights and make the input embeddings the root of the graph; undo on exit.
+
+    A model without `get_input_embeddings` keeps its weights trainable: the graph then starts
+    at the weights, which costs memory but gives the same gradients.
+    """
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    trainable = [p for p in model.parameters() if p.requires_grad] if embeddings is not None else []
     for p in trainable:
         p.requires_grad_(False)
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     hook = embeddings.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True)) \
         if embeddings is not None else None
     try:

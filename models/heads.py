@@ -33,6 +33,9 @@ class MeanPoolingClassifier(nn.Module):
         self.normalize = normalize
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
