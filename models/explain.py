@@ -43,7 +43,8 @@ def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer
     """
     names = [method] if isinstance(method, str) else list(method)
     methods = [get_method(name) for name in names]
-    out = [Explanation(f.sample_id, name, None, error=str(f)) for f in inputs.failures for name in names]
+    out = [Explanation(f.sample_id, name, None, error=f.message, error_stage=f.stage)
+           for f in inputs.failures for name in names]
     if inputs.size == 0:
         return out
     batch = inputs.to(m.device)
@@ -61,7 +62,7 @@ def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer
                       probability=float(probs[i, t]), prediction=predicted[i])
         for name in names:
             if i in result.nonfinite:
-                out.append(Explanation(sid, name, error=f"sample {sid!r} (explain): {result.nonfinite[i]}", **common))
+                out.append(Explanation(sid, name, error=result.nonfinite[i], error_stage="explain", **common))
                 continue
             maps = m.adapter.maps(rows[name], batch, i)
             out.append(Explanation(sid, name, relevance=maps.relevance, tokens=maps.tokens,

@@ -20,6 +20,7 @@ class Explanation:
     tokens: dict[str, list[str]] = field(default_factory=dict)
     special: dict[str, np.ndarray] = field(default_factory=dict)  # True for [CLS], [SEP], ...
     error: str | None = None  # why this sample has no maps; None when it has
+    error_stage: str | None = None  # where it failed: input, decode, target, explain
 
     @property
     def ok(self) -> bool:

@@ -64,8 +64,11 @@ class PixelTransform:
         spec = Path(folder) / "preprocessor_config.json" if folder else None
         if spec and spec.is_file():
             prep = json.loads(spec.read_text())
-            mean = tuple(prep.get("image_mean", mean))[:channels] if prep.get("do_normalize", True) else (0.0,) * channels
-            std = tuple(prep.get("image_std", std))[:channels] if prep.get("do_normalize", True) else (1.0,) * channels
+            if prep.get("do_normalize", True):
+                mean = tuple(prep.get("image_mean", mean))[:channels]
+                std = tuple(prep.get("image_std", std))[:channels]
+            else:
+                mean, std = (0.0,) * channels, (1.0,) * channels
         return cls(size, channels, mean, std)
 
     def __call__(self, img: Image.Image) -> np.ndarray:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import transformers as T
 
-WORDS = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sang loud quiet".split()
+WORDS = ("the a cat dog sat on mat ran fast slow red blue big small house tree bird sang loud quiet"
+         .split())
 SMALL = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
 LABELS = {0: "alpha", 1: "beta", 2: "gamma"}
 
@@ -27,10 +26,9 @@ def deit():
     return vit(T.DeiTForImageClassification, T.DeiTConfig)
 
 
-def bert_tokenizer(folder: Path):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    return T.BertTokenizer(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
+def bert_tokenizer():
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
+    return T.BertTokenizer(vocab=vocab, model_max_length=64)
 
 
 def _byte_level_alphabet() -> list[str]:
@@ -47,14 +45,14 @@ def roberta_tokenizer():
     return T.RobertaTokenizer(vocab=vocab, merges=[], model_max_length=64)
 
 
-def text_model(kind: str, folder: Path):
+def text_model(kind: str):
     """(model, tokenizer) for kind in bert / roberta / distilbert."""
     if kind == "roberta":
         tok = roberta_tokenizer()
         cfg = T.RobertaConfig(vocab_size=len(tok), max_position_embeddings=66, pad_token_id=1,
                               id2label=LABELS, **SMALL)
         return _seeded(lambda: T.RobertaForSequenceClassification(cfg)), tok
-    tok = bert_tokenizer(folder)
+    tok = bert_tokenizer()
     if kind == "distilbert":
         cfg = T.DistilBertConfig(vocab_size=len(tok), dim=32, n_layers=3, n_heads=4, hidden_dim=64,
                                  max_position_embeddings=64, id2label=LABELS)

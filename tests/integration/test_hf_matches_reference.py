@@ -36,7 +36,7 @@ def test_image_classifiers_match_reference_per_sample(build):
 
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
 def test_text_classifiers_match_reference_on_padded_batches(kind, tmp_path):
-    model, tok = tiny_models.text_model(kind, tmp_path)
+    model, tok = tiny_models.text_model(kind)
     m = models.wrap(model, tokenizer=tok, device="cpu")
     samples = tiny_models.texts(5)
     batch = m.preprocess(samples)
@@ -52,7 +52,7 @@ def test_text_classifiers_match_reference_on_padded_batches(kind, tmp_path):
 
 
 def test_mean_pooling_classifier_matches_reference(tmp_path):
-    encoder, tok = tiny_models.text_model("bert", tmp_path)
+    encoder, tok = tiny_models.text_model("bert")
     clf = models.heads.MeanPoolingClassifier(encoder.bert, num_labels=3, labels=["x", "y", "z"])
     m = models.wrap(clf, tokenizer=tok, device="cpu")
     samples = tiny_models.texts(4)
@@ -61,9 +61,9 @@ def test_mean_pooling_classifier_matches_reference(tmp_path):
     for i, exp in enumerate(exps):
         single = dict(m.preprocess([samples[i]]))
 
-        def score(outputs, single=single):  # the reference sees the encoder; the head is applied here
+        def score(outputs, single=single, target=exp.target):  # the reference sees the encoder only
             pooled = clf.pool(outputs.last_hidden_state, single["attention_mask"])
-            return clf.head(pooled)[0, exp.target]
+            return clf.head(pooled)[0, target]
 
         ref = reference_classifier_row(clf.encoder, single, readout="mean", score_fn=score).float().numpy()
         np.testing.assert_allclose(exp.relevance["text"], ref, atol=1e-5)
@@ -85,7 +85,7 @@ def test_row_vector_path_equals_full_product():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_batched_equals_per_sample_and_padding_never_matters(method, tmp_path):
-    model, tok = tiny_models.text_model("bert", tmp_path)
+    model, tok = tiny_models.text_model("bert")
     m = models.wrap(model, tokenizer=tok, device="cpu")
     samples = tiny_models.texts(6)
     together = models.explain(m, m.preprocess(samples), method=method)
