@@ -12,7 +12,7 @@ def head_mean(attn: torch.Tensor) -> torch.Tensor:
 
 def gradient_weighted(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Eq. 5: Ā = mean_h((∇A ⊙ A)^+), negatives clamped before the head mean."""
-    return (grad.float() * attn.float()).clamp_min(0).mean(1)
+    return (grad.float() * attn.float()).clamp_min_(0).mean(1)
 
 
 def mask_pairs(a: torch.Tensor, query_mask: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
