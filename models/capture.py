@@ -57,13 +57,15 @@ def _autocast(device: torch.device, precision: str):
 
 def run_capture(adapter: Adapter, batch: Batch, targets: torch.Tensor | None, with_gradients: bool,
                 precision: str = "float32") -> CaptureResult:
-    """Run the model; `targets` None means each sample's predicted class."""
+    """Run the model; `targets` None (or a -1 entry) means the sample's predicted class."""
     device = next(adapter.model.parameters()).device
     grad_ctx = gradient_path(adapter.model) if with_gradients else nullcontext()
     with torch.set_grad_enabled(with_gradients), grad_ctx, _autocast(device, precision):
         logits, capture = adapter.run(batch)
         logits = logits.float()
-        chosen = logits.argmax(-1) if targets is None else targets.to(logits.device)
+        predicted = logits.argmax(-1)
+        chosen = predicted if targets is None else torch.where(targets.to(logits.device) >= 0,
+                                                                 targets.to(logits.device), predicted)
         if with_gradients:
             scores = logits.gather(1, chosen[:, None]).squeeze(1)
             attns = [e.attn for e in capture.events]

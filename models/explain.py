@@ -50,8 +50,7 @@ def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer
     batch = inputs.to(m.device)
     labels = m.label_names
     targets = resolve_targets(target, batch, m.num_classes)
-    result = run_capture(m.adapter, batch, _fill_predicted(targets, m, batch),
-                         any(x.needs_gradients for x in methods), m.precision)
+    result = run_capture(m.adapter, batch, targets, any(x.needs_gradients for x in methods), m.precision)
     rows = {name: {k: v.cpu().numpy() for k, v in finalize_rows(x.attribute(result.capture), result.capture).items()}
             for name, x in zip(names, methods)}
     probs = torch.softmax(result.logits, -1).cpu()
@@ -69,11 +68,3 @@ def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer
                                    special=maps.special, **common))
     return out
 
-
-def _fill_predicted(targets: torch.Tensor | None, m: LoadedModel, batch: Batch) -> torch.Tensor | None:
-    """Per-sample targets with gaps (-1) need the prediction: a no-grad pass finds it first."""
-    if targets is None or (targets >= 0).all():
-        return targets
-    with torch.no_grad():
-        logits, _ = m.adapter.run(batch)
-    return torch.where(targets.to(logits.device) >= 0, targets.to(logits.device), logits.argmax(-1))

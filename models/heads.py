@@ -30,6 +30,7 @@ class MeanPoolingClassifier(nn.Module):
         if labels:
             self.config.id2label = dict(enumerate(labels))
             self.config.label2id = {name: i for i, name in enumerate(labels)}
+        self.config.num_labels = num_labels
         self.normalize = normalize
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
 

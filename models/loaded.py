@@ -32,8 +32,7 @@ class LoadedModel:
 
     @property
     def num_classes(self) -> int:
-        return int(self.model.config.num_labels) if not hasattr(self.model, "head") else \
-            int(self.model.head.out_features)
+        return int(self.model.config.num_labels)
 
     @property
     def modalities(self) -> tuple[str, ...]:
