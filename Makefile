@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-OUT ?= out/demo
+STORE ?= out/store
 
 .PHONY: demo test lint bench clean
 
@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/attn-audit explain --model builtin:fashion-vit --data builtin:fashion-canvas --limit 64 \
 		--method chefer2021 --method rollout --method raw_attention --method attn_gradcam \
-		--method attention_sum --out $(OUT)
+		--method attention_sum --store $(STORE)
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

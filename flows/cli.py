@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 import models
+from flows import store_commands
 from storage.datasets import DatasetError
 
 console = Console()
@@ -31,10 +32,10 @@ examples:
 
 
 def _add_explain(sub) -> None:
-    p = sub.add_parser("explain", help="compute relevancy maps for a dataset and write them as Parquet tables",
-                       description="Compute relevancy maps for every sample of a dataset. Writes "
-                       "explanations.parquet (long format: one row per sample × method × modality), "
-                       "predictions.parquet and errors.parquet into --out.",
+    p = sub.add_parser("explain", help="compute relevancy maps for a dataset into the explanation store",
+                       description="Compute relevancy maps for every sample of a dataset. Writes a run into "
+                       "the store at --store: explanations (long format: one row per sample × method × "
+                       "modality), predictions and errors, one commit per shard; rerunning resumes.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="builtin:NAME, a checkpoint folder, or a hub id")
     p.add_argument("--data", required=True, help="builtin:NAME, imagefolder:PATH, jsonl:PATH, csv:PATH or parquet:PATH")
@@ -44,7 +45,8 @@ def _add_explain(sub) -> None:
                    help="class to explain: 'predicted' (default), 'label' (the dataset's label) or a class index")
     p.add_argument("--batch-size", type=int, default=32, help="samples per forward/backward pass (default 32)")
     p.add_argument("--limit", type=int, help="explain only the first N samples")
-    p.add_argument("--out", default="out/explain", help="output folder (default out/explain)")
+    p.add_argument("--store", default="out/store",
+                   help="store folder or URI (s3://, gs://; default out/store), created when missing")
     p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="forward-pass precision on GPU; relevancy always accumulates in float32")
@@ -59,7 +61,7 @@ def _explain(args) -> int:
 
     if args.batch_size < 1 or (args.limit is not None and args.limit < 0):
         raise models.AttnAuditError("--batch-size must be ≥ 1 and --limit ≥ 0")
-    s = run_explain(args.model, args.data, args.methods or ["chefer2021"], args.out, args.target, args.batch_size,
+    s = run_explain(args.model, args.data, args.methods or ["chefer2021"], args.store, args.target, args.batch_size,
                     args.limit, args.device, args.precision, args.truncate, progress=not args.quiet)
     table = Table(title=f"attn-audit explain — run {s.run_id}", show_header=False)
     table.add_row("samples", f"{s.samples:,}")
@@ -67,7 +69,7 @@ def _explain(args) -> int:
     table.add_row("explained", f"{s.explained:,} ({rate:,.1f} samples/s, {s.seconds:.1f} s)")
     if s.labelled:
         table.add_row("accuracy", f"{s.correct / s.labelled:.1%} of {s.labelled:,} labelled samples")
-    table.add_row("failed", f"{s.failed:,}" + (" — see errors.parquet" if s.failed else ""))
+    table.add_row("failed", f"{s.failed:,}" + (" — see the errors table" if s.failed else ""))
     for name, path in s.paths.items():
         table.add_row(name, str(path))
     console.print(table)
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="attn-audit 0.1.0")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_explain(sub)
+    store_commands.register(sub)
     sub.add_parser("methods", help="list the relevancy methods").set_defaults(handler=_methods)
     return parser
 

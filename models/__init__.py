@@ -10,10 +10,10 @@ from models.errors import AttnAuditError, ModelLoadError, SampleError, UnsafeChe
 from models.explain import explain
 from models.explanation import Explanation
 from models.loaded import LoadedModel
-from models.loading import load, wrap
+from models.loading import checkpoint_files, load, wrap
 from models.methods import available_methods, method_info
 
 __all__ = [
     "AttnAuditError", "Explanation", "LoadedModel", "ModelLoadError", "SampleError", "UnsafeCheckpointError",
-    "UnsupportedModelError", "available_methods", "explain", "load", "method_info", "wrap",
+    "UnsupportedModelError", "available_methods", "checkpoint_files", "explain", "load", "method_info", "wrap",
 ]

@@ -129,6 +129,26 @@ def _load_pooling_classifier(source: str, config, spec: dict, weights: Path) -> 
     return model
 
 
+def checkpoint_files(ref: str) -> list[Path] | None:
+    """The files that make a local checkpoint (what a model fingerprint hashes): its *.safetensors and
+    JSON configs, and for a pooling head those of its encoder too. None for a hub id."""
+    if not ref.startswith("builtin:") and not Path(ref).expanduser().is_dir():
+        return None
+    folder = Path(_resolve(ref)[0])
+    files = _weights_and_configs(folder)
+    head = folder / HEAD_CONFIG
+    if head.is_file():
+        encoder = _encoder_folder(json.loads(head.read_text()).get("encoder", "."), folder)
+        if encoder.resolve() != folder.resolve():
+            files += _weights_and_configs(encoder)
+    return files
+
+
+def _weights_and_configs(folder: Path) -> list[Path]:
+    configs = [folder / name for name in ("config.json", HEAD_CONFIG)]
+    return sorted(folder.glob("*.safetensors")) + [p for p in configs if p.is_file()]
+
+
 def wrap(model: torch.nn.Module, ref: str = "in-memory", device: str | torch.device = "auto",
          precision: str = "float32", **resources) -> LoadedModel:
     """Use an already-built model (e.g. from your own code): eager attention is switched on here."""

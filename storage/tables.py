@@ -1,12 +1,45 @@
 """Arrow schemas of the store's tables (ARCHITECTURE.md, "Store") and rows built from results.
 
-Readable without this package: plain Parquet with list columns (DuckDB reads them as FLOAT[] etc.).
+Every table is plain Parquet inside a Delta Lake table, readable without this package (DuckDB reads the list
+columns as FLOAT[] etc.). `shard_id` ties each row of predictions / explanations / errors to the shard commit
+that wrote it: readers only see rows whose shard has a marker in `shards` (see storage/store).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+
+UTC_MICROS = pa.timestamp("us", tz="UTC")
+
+RUNS = pa.schema([
+    ("run_id", pa.string()),
+    ("created_at", UTC_MICROS),
+    ("updated_at", UTC_MICROS),
+    ("model_ref", pa.string()),
+    ("model_fingerprint", pa.string()),
+    ("dataset_ref", pa.string()),
+    ("dataset_fingerprint", pa.string()),
+    ("methods", pa.list_(pa.string())),
+    ("config", pa.string()),  # canonical JSON
+    ("code_version", pa.string()),
+    ("status", pa.string()),  # running | completed | completed_with_errors | failed
+    ("num_samples", pa.int64()),  # dataset positions the run covers: [0, num_samples)
+    ("shard_size", pa.int32()),  # shard k covers positions [k * shard_size, (k + 1) * shard_size)
+])
+
+SHARDS = pa.schema([  # one row per committed shard: the marker that makes its rows visible
+    ("run_id", pa.string()),
+    ("shard_id", pa.int32()),
+    ("start", pa.int64()),
+    ("stop", pa.int64()),
+    ("samples", pa.int32()),  # dataset positions in [start, stop)
+    ("explained", pa.int32()),  # prediction rows (sample × target)
+    ("failed", pa.int32()),  # error rows
+    ("maps", pa.int64()),  # explanation rows (sample × target × method × modality)
+    ("committed_at", UTC_MICROS),
+    ("writer", pa.string()),  # host:pid of the committing process
+])
 
 EXPLANATIONS = pa.schema([
     ("run_id", pa.string()),
@@ -18,6 +51,7 @@ EXPLANATIONS = pa.schema([
     ("relevance", pa.list_(pa.float32())),
     ("tokens", pa.list_(pa.string())),  # text only, else null
     ("special", pa.list_(pa.bool_())),  # text only, else null
+    ("shard_id", pa.int32()),
 ])
 
 PREDICTIONS = pa.schema([
@@ -30,6 +64,7 @@ PREDICTIONS = pa.schema([
     ("prediction", pa.int32()),
     ("label", pa.string()),
     ("correct", pa.bool_()),
+    ("shard_id", pa.int32()),
 ])
 
 ERRORS = pa.schema([
@@ -37,10 +72,36 @@ ERRORS = pa.schema([
     ("sample_id", pa.string()),
     ("stage", pa.string()),
     ("message", pa.string()),
+    ("shard_id", pa.int32()),
+])
+
+METRICS = pa.schema([  # one value per (run, method, metric[, modality][, sample, target]); null sample = aggregate
+    ("run_id", pa.string()),
+    ("method", pa.string()),
+    ("metric", pa.string()),
+    ("modality", pa.string()),
+    ("sample_id", pa.string()),
+    ("target_index", pa.int32()),
+    ("value", pa.float64()),
+    ("details", pa.string()),  # JSON, optional
+])
+
+PERTURBATION_CURVES = pa.schema([  # one point per (run, method, modality, perturbation, step[, sample])
+    ("run_id", pa.string()),
+    ("method", pa.string()),
+    ("modality", pa.string()),
+    ("perturbation", pa.string()),  # positive | negative
+    ("sample_id", pa.string()),  # null: the dataset-level curve
+    ("target_index", pa.int32()),
+    ("step", pa.int32()),
+    ("fraction", pa.float32()),  # share of tokens removed
+    ("score", pa.float32()),
+    ("probability", pa.float32()),
+    ("accuracy", pa.float32()),  # dataset-level curves only
 ])
 
 
-def explanation_table(explanations, run_id: str) -> pa.Table:
+def explanation_table(explanations, run_id: str, shard_id: int = 0) -> pa.Table:
     """Long format: one row per (sample, target, method, modality). Failed explanations are skipped
     here; they belong in the errors table."""
     rows = {name: [] for name in EXPLANATIONS.names}
@@ -59,11 +120,12 @@ def explanation_table(explanations, run_id: str) -> pa.Table:
             rows["tokens"].append(exp.tokens.get(modality))
             special = exp.special.get(modality)
             rows["special"].append(None if special is None else np.asarray(special, bool).tolist())
+            rows["shard_id"].append(shard_id)
     return pa.Table.from_pydict(rows, schema=EXPLANATIONS)
 
 
 def prediction_table(explanations, run_id: str, labels: dict[str, object] | None = None,
-                     label_names: list[str] | None = None) -> pa.Table:
+                     label_names: list[str] | None = None, shard_id: int = 0) -> pa.Table:
     """One row per (sample, target), from the first method's explanation of it."""
     labels = labels or {}
     seen, rows = set(), {name: [] for name in PREDICTIONS.names}
@@ -78,14 +140,15 @@ def prediction_table(explanations, run_id: str, labels: dict[str, object] | None
         values = dict(run_id=run_id, sample_id=exp.sample_id, target_index=exp.target,
                       target_label=exp.target_label, score=exp.score, probability=exp.probability,
                       prediction=exp.prediction, label=None if label is None else str(label_name),
-                      correct=None if label is None else str(label_name) == predicted_name)
+                      correct=None if label is None else str(label_name) == predicted_name, shard_id=shard_id)
         for name, value in values.items():
             rows[name].append(value)
     return pa.Table.from_pydict(rows, schema=PREDICTIONS)
 
 
-def error_table(failures: list[tuple[str, str, str]], run_id: str) -> pa.Table:
+def error_table(failures: list[tuple[str, str, str]], run_id: str, shard_id: int = 0) -> pa.Table:
     """failures: (sample_id, stage, message)."""
     cols = list(zip(*failures)) if failures else ([], [], [])
     return pa.Table.from_pydict({"run_id": [run_id] * len(failures), "sample_id": list(cols[0]),
-                                 "stage": list(cols[1]), "message": list(cols[2])}, schema=ERRORS)
+                                 "stage": list(cols[1]), "message": list(cols[2]),
+                                 "shard_id": [shard_id] * len(failures)}, schema=ERRORS)

@@ -1,16 +1,20 @@
-"""`attn-audit explain` through the real console script, reading the Parquet tables back."""
+"""`attn-audit explain` through the real console script, reading the store back through its API and DuckDB."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
+import duckdb
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 from PIL import Image
 
 import models
 from storage.datasets import open_dataset
+from storage.store import Store
 from tests import tiny_models
 
 pytestmark = pytest.mark.e2e
@@ -30,22 +34,30 @@ def image_world(tmp_path_factory):
 
 
 def run_cli(*args):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "COLUMNS": "250"}  # rich wraps messages at the terminal width
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_explain_an_imagefolder_writes_long_format_tables(image_world, tmp_path):
-    out = tmp_path / "out"
-    done = run_cli("explain", "--model", str(image_world / "vit"), "--data", f"imagefolder:{image_world / 'images'}",
-                   "--method", "chefer2021", "--method", "rollout", "--batch-size", "2", "--target", "label",
-                   "--out", str(out), "--quiet")
+def test_explain_an_imagefolder_writes_a_run_into_the_store(image_world, tmp_path):
+    store_path = tmp_path / "store"
+    args = ("explain", "--model", str(image_world / "vit"), "--data", f"imagefolder:{image_world / 'images'}",
+            "--method", "chefer2021", "--method", "rollout", "--batch-size", "2", "--target", "label",
+            "--store", str(store_path), "--quiet")
+    done = run_cli(*args)
     assert done.returncode == 0, done.stderr
     assert "failed" in done.stdout and "corrupt.png" in done.stderr
-    exps = pq.read_table(out / "explanations.parquet").to_pylist()
+    store = Store.open(store_path)
+    (run,) = store.runs().to_pylist()
+    assert run["status"] == "completed_with_errors" and run["methods"] == ["chefer2021", "rollout"]
+    assert run["num_samples"] == 6 and run["explained"] == 5 and run["failed"] == 1
+    assert len(run["model_fingerprint"]) == 64 and run["dataset_ref"] == f"imagefolder:{image_world / 'images'}"
+    assert json.loads(run["config"])["target"] == "label" and run["code_version"].startswith("attn-audit ")
+    exps = store.explanations(run_id=run["run_id"]).to_pylist()
     assert len(exps) == 5 * 2  # 5 good images × 2 methods × 1 modality
     assert {r["modality"] for r in exps} == {"image"} and all(r["shape"] == [4, 4] for r in exps)
-    errors = pq.read_table(out / "errors.parquet").to_pylist()
+    errors = store.errors(run_id=run["run_id"]).to_pylist()
     assert [(e["sample_id"], e["stage"]) for e in errors] == [("beta/corrupt.png", "decode")]
-    preds = pq.read_table(out / "predictions.parquet").to_pylist()
+    preds = store.predictions(run_id=run["run_id"]).to_pylist()
     assert len(preds) == 5 and all(p["target_label"] == p["label"] for p in preds)
 
     # The stored maps are exactly what the Python API computes.
@@ -54,9 +66,22 @@ def test_explain_an_imagefolder_writes_long_format_tables(image_world, tmp_path)
     sample = next(dataset[i] for i in range(len(dataset)) if dataset.sample_id(i) == exps[0]["sample_id"])
     target = m.label_names.index(sample["label"])
     direct = models.explain(m, m.preprocess([sample]), method="chefer2021", target=target)[0]
-    stored = next(r for r in exps if r["sample_id"] == sample["id"] and r["method"] == "chefer2021")
-    np.testing.assert_allclose(np.asarray(stored["relevance"], np.float32), direct.relevance["image"].ravel(),
-                               atol=1e-6)
+    (stored,) = store.load_explanations(run["run_id"], method="chefer2021", sample_ids=[sample["id"]])
+    np.testing.assert_allclose(stored.relevance["image"], direct.relevance["image"], atol=1e-6)
+
+    # DuckDB straight on the Delta tables (no attn-audit code) sees the same rows.
+    con = duckdb.connect()
+    con.register("e", DeltaTable(str(store_path / "explanations")).to_pyarrow_dataset())
+    assert con.execute("SELECT count(*) FROM e WHERE method = 'rollout'").fetchone()[0] == 5
+
+    # The same weights in another folder make the same run: every shard is already committed, nothing is
+    # rewritten.
+    version = DeltaTable(str(store_path / "explanations")).version()
+    shutil.copytree(image_world / "vit", tmp_path / "vit-copy")
+    again = run_cli(*[str(tmp_path / "vit-copy") if a == str(image_world / "vit") else a for a in args])
+    assert again.returncode == 0, again.stderr
+    assert DeltaTable(str(store_path / "explanations")).version() == version
+    assert store.runs().num_rows == 1 and store.explanations().num_rows == 10
 
 
 def test_explain_jsonl_text_keeps_tokens_and_special_flags(tmp_path):
@@ -67,23 +92,29 @@ def test_explain_jsonl_text_keeps_tokens_and_special_flags(tmp_path):
             {"id": "r3", "text": "a big red house", "label": "gamma"}]
     (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     done = run_cli("explain", "--model", str(tmp_path / "bert"), "--data", f"jsonl:{tmp_path / 'data.jsonl'}",
-                   "--out", str(tmp_path / "out"), "--quiet")
+                   "--store", str(tmp_path / "store"), "--quiet")
     assert done.returncode == 0, done.stderr
-    table = pq.read_table(tmp_path / "out" / "explanations.parquet").to_pylist()
+    store = Store.open(tmp_path / "store")
+    table = store.sql("SELECT sample_id, tokens, special, relevance FROM explanations ORDER BY sample_id").to_pylist()
     assert [r["sample_id"] for r in table] == ["r1", "r3"]
     assert table[0]["tokens"] == ["[CLS]", "the", "cat", "sat", "[SEP]"]
     assert table[0]["special"] == [True, False, False, False, True]
     assert table[0]["relevance"][0] == 0.0
-    errors = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
+    errors = store.sql("SELECT sample_id, message FROM errors").to_pylist()
     assert [e["sample_id"] for e in errors] == ["r2"]
     assert "line 2" in errors[0]["message"] and "text is empty" in errors[0]["message"]
 
 
 def test_cli_errors_are_one_clear_line(tmp_path):
-    done = run_cli("explain", "--model", "builtin:nope", "--data", f"jsonl:{tmp_path / 'none.jsonl'}")
+    done = run_cli("explain", "--model", "builtin:nope", "--data", f"jsonl:{tmp_path / 'none.jsonl'}",
+                   "--store", str(tmp_path / "s"))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     done = run_cli("explain", "--model", str(tmp_path), "--data", "builtin:fashion-canvas", "--method", "lrp")
     assert done.returncode == 1 and "unknown method 'lrp'" in done.stderr
+    (tmp_path / "plain").write_text("x")
+    done = run_cli("explain", "--model", "builtin:nope", "--data", "builtin:fashion-canvas",
+                   "--store", str(tmp_path / "plain"))
+    assert done.returncode == 1 and "is a file" in done.stderr and "Traceback" not in done.stderr
     help_text = run_cli("explain", "--help").stdout
-    for flag in ("--model", "--data", "--method", "--target", "--batch-size", "--limit", "--out"):
+    for flag in ("--model", "--data", "--method", "--target", "--batch-size", "--limit", "--store"):
         assert flag in help_text

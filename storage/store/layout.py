@@ -1,0 +1,47 @@
+"""The store's tables: names, schemas, partitioning, and the schema version written into each table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from storage import tables
+
+SCHEMA_VERSION = 1  # bump on any change a reader of version N cannot read
+FORMAT = "attn-audit-store"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...]
+    gated: bool  # rows are visible only once their shard's marker is in `shards`
+
+
+TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
+    TableSpec("shards", tables.SHARDS, ("run_id",), False),
+    TableSpec("predictions", tables.PREDICTIONS, ("run_id",), True),
+    TableSpec("explanations", tables.EXPLANATIONS, ("run_id", "method"), True),
+    TableSpec("errors", tables.ERRORS, ("run_id",), True),
+    TableSpec("metrics", tables.METRICS, ("run_id",), False),
+    TableSpec("perturbation_curves", tables.PERTURBATION_CURVES, ("run_id",), False),
+    TableSpec("runs", tables.RUNS, ("run_id",), False),  # created last: its presence marks a complete store
+)}
+VIEW_NAMES = ("runs", "shards", "predictions", "explanations", "errors", "metrics", "perturbation_curves")
+SHARD_TABLES = ("explanations", "predictions", "errors")  # written by a shard commit, before its marker
+
+
+def description(name: str) -> str:
+    """Stored as the Delta table's description: how a reader recognises the table and its version."""
+    return json.dumps({"format": FORMAT, "table": name, "schema_version": SCHEMA_VERSION})
+
+
+def parse_description(text: str | None) -> dict | None:
+    try:
+        info = json.loads(text or "")
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) and info.get("format") == FORMAT else None
