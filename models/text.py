@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from models.batch import Batch, collect
 from models.errors import SampleError
@@ -56,7 +55,3 @@ class TextEncoder:
         special = [np.asarray(row[:n], dtype=bool) for row, n in zip(enc["special_tokens_mask"].tolist(), lengths)]
         tensors = {k: enc[k] for k in self.tokenizer.model_input_names if k in enc}
         return Batch(tensors, ids, failures, tokens=tokens, special=special, lengths=lengths)
-
-
-def text_mask(batch: Batch) -> torch.Tensor:
-    return batch["attention_mask"].bool()

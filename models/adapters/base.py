@@ -31,9 +31,9 @@ class Adapter:
     architectures: ClassVar[tuple[str, ...]]  # Hugging Face class names it handles
     modalities: ClassVar[tuple[str, ...]]  # reported modalities
 
-    def __init__(self, model: torch.nn.Module, **resources):
+    def __init__(self, model: torch.nn.Module, **_unused_resources):
+        # Resources (tokenizer, transform, ...) a family does not use are ignored, so `load` can pass all.
         self.model = model
-        self.resources = resources
 
     def preprocess(self, samples: list[dict], errors: str = "raise") -> Batch:
         raise NotImplementedError

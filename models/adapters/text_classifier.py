@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from models.adapters.base import Adapter, SampleMaps
 from models.engine.events import AttentionEvent, Capture, Readout
-from models.text import TextEncoder, model_max_length, text_mask
+from models.text import TextEncoder, model_max_length
 
 
 class TextClassifierAdapter(Adapter):
@@ -28,7 +28,7 @@ class TextClassifierAdapter(Adapter):
 
     def run(self, batch):
         out = self.model(**batch, output_attentions=True)
-        mask = text_mask(batch)
+        mask = batch["attention_mask"].bool()
         events = [AttentionEvent("self", "text", "text", layer, a) for layer, a in enumerate(out.attentions)]
         return out.logits, Capture(events, {"text": mask}, {"text": self.readout(mask)})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -68,11 +68,6 @@ class Capture:
     events: list[AttentionEvent]
     masks: dict[str, torch.Tensor]  # modality -> (B, n) bool, False on padding
     readouts: dict[str, Readout]  # reported modality -> row of R to read
-    extras: dict = field(default_factory=dict)
-
-    @property
-    def batch_size(self) -> int:
-        return next(iter(self.masks.values())).shape[0]
 
     def events_of(self, query: str, key: str) -> list[AttentionEvent]:
         return [e for e in self.events if e.query == query and e.key == key]
