@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= out/store
+SAMPLES ?= 500
 
 .PHONY: demo test lint bench clean
 
@@ -16,9 +17,8 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/attn-audit explain --model builtin:fashion-vit --data builtin:fashion-canvas --limit 64 \
-		--method chefer2021 --method rollout --method raw_attention --method attn_gradcam \
-		--method attention_sum --store $(STORE)
+	$(BIN)/attn-audit audit --model builtin:fashion-vit --data builtin:fashion-canvas --limit $(SAMPLES) \
+		--methods chefer2021 rollout raw_attention attn_gradcam attention_sum --store $(STORE)
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

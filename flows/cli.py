@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import signal
 import sys
 
 from rich.console import Console
 from rich.table import Table
 
 import models
-from flows import store_commands
+from flows import evaluate_commands, report_commands, store_commands
+from flows.plan import DEFAULT_BATCH_SIZE
+from flows.prefect_settings import configure_environment
 from storage.datasets import DatasetError
+from tasks.shards import MAX_SHARD_SIZE, MIN_SHARD_SIZE, SHARDS_PER_WORKER
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,57 +30,140 @@ model references: builtin:NAME   a local checkpoint folder (safetensors)   a hub
 
 EXAMPLES = """\
 examples:
+  attn-audit audit --model builtin:fashion-vit --data builtin:fashion-canvas --store out/store
   attn-audit explain --model builtin:fashion-vit --data builtin:fashion-canvas --limit 100
   attn-audit explain --model ./my-bert --data jsonl:reviews.jsonl --method chefer2021 --method rollout
   attn-audit methods
 """
 
 
-def _add_explain(sub) -> None:
-    p = sub.add_parser("explain", help="compute relevancy maps for a dataset into the explanation store",
-                       description="Compute relevancy maps for every sample of a dataset. Writes a run into "
-                       "the store at --store: explanations (long format: one row per sample × method × "
-                       "modality), predictions and errors, one commit per shard; rerunning resumes.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+class _Methods(argparse.Action):
+    """--method NAME (repeatable), --methods A B or --methods A,B: all add up, in order, once each."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = list(getattr(namespace, self.dest) or [])
+        for value in values:
+            current += [v for v in value.split(",") if v and v not in current]
+        setattr(namespace, self.dest, current)
+
+
+def _add_run_options(p, methods_default: str) -> None:
     p.add_argument("--model", required=True, help="builtin:NAME, a checkpoint folder, or a hub id")
     p.add_argument("--data", required=True, help="builtin:NAME, imagefolder:PATH, jsonl:PATH, csv:PATH or parquet:PATH")
-    p.add_argument("--method", action="append", dest="methods", metavar="NAME",
-                   help=f"repeatable; default chefer2021. Available: {', '.join(models.available_methods())}")
+    p.add_argument("--method", "--methods", action=_Methods, nargs="+", dest="methods", metavar="NAME",
+                   help=f"repeatable, or several at once (A B or A,B); default {methods_default}. "
+                   f"Available: {', '.join(models.available_methods())}")
     p.add_argument("--target", default="predicted",
                    help="class to explain: 'predicted' (default), 'label' (the dataset's label) or a class index")
-    p.add_argument("--batch-size", type=int, default=32, help="samples per forward/backward pass (default 32)")
-    p.add_argument("--limit", type=int, help="explain only the first N samples")
     p.add_argument("--store", default="out/store",
                    help="store folder or URI (s3://, gs://; default out/store), created when missing")
-    p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1 ...")
+    p.add_argument("--limit", type=int, help="explain only the first N samples")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"samples per forward/backward pass inside a worker (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--shard-size", type=int,
+                   help="samples per shard: the unit of commit, retry and resumption (default: about "
+                   f"{SHARDS_PER_WORKER} shards per worker, {MIN_SHARD_SIZE} to {MAX_SHARD_SIZE} samples; a resumed "
+                   "run keeps its own)")
+    p.add_argument("--workers", type=int,
+                   help="Ray actors (each loads the model once); default: one per GPU, or one per CPU core")
+    p.add_argument("--gpus-per-worker", type=float, default=1,
+                   help="GPUs per actor when the Ray cluster has GPUs (default 1; 0.5 = two actors per GPU)")
+    p.add_argument("--force", action="store_true",
+                   help="recompute every shard, as a new generation of the run (a new run id; the old one is kept)")
+    p.add_argument("--device", default="auto", help="auto (GPU when the worker has one), cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="forward-pass precision on GPU; relevancy always accumulates in float32")
     p.add_argument("--truncate", action="store_true",
                    help="explain the first part of texts longer than the model takes (default: refuse them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_explain)
+    p.add_argument("--verbose", action="store_true", help="show Prefect's and Ray's logs, and tracebacks")
 
 
-def _explain(args) -> int:
-    from flows.explain_cmd import run_explain
+RUN_EPILOG = """\
+Runs a Prefect flow: the dataset is cut into shards; each shard is a Prefect task (retried) that a Ray
+actor explains and commits to the store. With no PREFECT_API_URL / RAY_ADDRESS, a temporary Prefect
+server and a local Ray start and stop with the command; with them set, the flow uses that Prefect
+server and Ray cluster. Rerunning the same command resumes: committed shards are skipped.
+"""
 
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 0):
-        raise models.AttnAuditError("--batch-size must be ≥ 1 and --limit ≥ 0")
-    s = run_explain(args.model, args.data, args.methods or ["chefer2021"], args.store, args.target, args.batch_size,
-                    args.limit, args.device, args.precision, args.truncate, progress=not args.quiet)
-    table = Table(title=f"attn-audit explain — run {s.run_id}", show_header=False)
+
+RUN_COMMANDS = {  # name: (help, description, default methods)
+    "audit": ("explain a dataset with every method, then run the evaluation jobs",
+              "The main job: explain a dataset into the store (as `explain` does, default: every method), then "
+              "run the downstream jobs over the stored run (evaluation, report) and print a summary.", None),
+    "explain": ("compute relevancy maps for a dataset into the explanation store",
+                "Compute relevancy maps for every sample of a dataset. Writes a run into the store at --store: "
+                "explanations (long format: one row per sample × method × modality), predictions and errors, one "
+                "commit per shard; rerunning resumes.", ["chefer2021"]),
+}
+
+
+def _add_run_commands(sub) -> None:
+    for name, (help_text, description, methods) in RUN_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=description, epilog=RUN_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_run_options(p, ", ".join(methods) if methods else "every method")
+        p.set_defaults(handler=functools.partial(_run, kind=name),
+                       default_methods=methods or models.available_methods())
+
+
+def _run(args, kind: str) -> int:
+    configure_environment(verbose=args.verbose)  # before Prefect is imported
+    from flows import downstream
+    from flows.audit import run_audit
+
+    downstream.register()
+    from flows.plan import AuditRequest
+
+    request = AuditRequest(model=args.model, data=args.data, methods=args.methods or list(args.default_methods),
+                           store=args.store, target=args.target, shard_size=args.shard_size,
+                           batch_size=args.batch_size, limit=args.limit, force=args.force, workers=args.workers,
+                           gpus_per_worker=args.gpus_per_worker, device=args.device, precision=args.precision,
+                           truncate=args.truncate)
+    try:
+        summary = run_audit(request, kind=kind, progress=not args.quiet, verbose=args.verbose)
+    except (models.AttnAuditError, DatasetError, FileNotFoundError, NotADirectoryError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # Prefect / Ray / store failures: one line unless --verbose
+        if args.verbose:
+            raise
+        raise models.AttnAuditError(f"{type(err).__name__}: {_first_line(err)} (--verbose shows more)") from None
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(s) -> None:
+    table = Table(title=f"attn-audit {s.kind} — run {s.run_id}" + (f" (generation {s.generation})" if s.generation
+                                                                     else ""), show_header=False)
+    style = {"completed": "green", "completed_with_errors": "yellow"}.get(s.status, "red")
+    table.add_row("status", f"[{style}]{s.status}[/]")
     table.add_row("samples", f"{s.samples:,}")
-    rate = s.explained / max(s.seconds, 1e-9)
-    table.add_row("explained", f"{s.explained:,} ({rate:,.1f} samples/s, {s.seconds:.1f} s)")
+    compute = s.timings.get("shards")
+    rate = f" ({s.samples_computed / compute:,.1f} samples/s)" if compute and s.samples_computed else ""
+    table.add_row("explained", f"{s.explained:,}{rate}")
     if s.labelled:
         table.add_row("accuracy", f"{s.correct / s.labelled:.1%} of {s.labelled:,} labelled samples")
-    table.add_row("failed", f"{s.failed:,}" + (" — see the errors table" if s.failed else ""))
+    table.add_row("failed", f"{s.failed:,}" + (" — see the errors table (below)" if s.failed else ""))
+    table.add_row("shards", f"{s.shards} ({s.shards_skipped} already committed, {s.shards_run} computed now)")
+    if s.placement:
+        table.add_row("workers", s.placement)
+    startup = ", ".join(f"{label} {s.timings[key]:.1f} s" for key, label in
+                        (("prefect_start", "Prefect"), ("ray_start", "Ray"), ("workers_ready", "workers"))
+                        if key in s.timings)
+    table.add_row("time", f"{s.seconds:.1f} s" + (f" (start-up: {startup})" if startup else ""))
     for name, path in s.paths.items():
         table.add_row(name, str(path))
+    table.add_row("prefect", f"flow run {s.flow_run_name} on {s.prefect_api}")
     console.print(table)
     for sample_id, stage, message in s.first_errors:
         err_console.print(f"[yellow]sample {sample_id} ({stage}):[/] {message}")
-    return 0
+    if s.failed:
+        err_console.print(f"{s.failed:,} samples failed; all of them: {s.errors_query}", soft_wrap=True)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _methods(_args) -> int:
@@ -93,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="attn-audit 0.1.0")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    _add_explain(sub)
+    _add_run_commands(sub)
     store_commands.register(sub)
+    evaluate_commands.register(sub)
+    report_commands.register(sub)
     sub.add_parser("methods", help="list the relevancy methods").set_defaults(handler=_methods)
     return parser
 
@@ -104,11 +194,30 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # our own bar counts samples, not weight shards
+    previous = _on_sigterm(_terminate)  # finally-blocks run, so a local Ray and Prefect's server stop
     try:
         return args.handler(args)
     except (models.AttnAuditError, DatasetError, FileNotFoundError, NotADirectoryError) as err:
-        err_console.print(f"[red]error:[/] {err}")
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
         return 1
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]: committed shards are kept; run the same command again to resume")
+        return 130
+    finally:
+        _on_sigterm(previous)
+
+
+def _on_sigterm(handler):
+    """Install a SIGTERM handler (main thread only); returns the previous one."""
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

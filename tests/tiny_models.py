@@ -70,3 +70,13 @@ def texts(n: int, seed: int = 0) -> list[dict]:
     """Texts of different lengths, so a batch of them is padded."""
     rng = np.random.default_rng(seed)
     return [{"id": f"txt{i}", "text": " ".join(rng.choice(WORDS, size=2 + 3 * i % 11))} for i in range(n)]
+
+
+def wrapped(kind: str, device: str = "cpu"):
+    """A tiny model ready to explain: kind "vit", "deit", or a text kind of `text_model`."""
+    import models
+
+    if kind in ("vit", "deit"):
+        return models.wrap(vit() if kind == "vit" else deit(), device=device)
+    model, tok = text_model(kind)
+    return models.wrap(model, device=device, tokenizer=tok)

@@ -15,6 +15,7 @@ import torch
 
 from models.batch import Batch
 from models.engine.events import Capture
+from models.errors import UnsupportedModelError
 
 
 @dataclass
@@ -44,6 +45,20 @@ class Adapter:
 
     def maps(self, rows: dict[str, np.ndarray], batch: Batch, i: int) -> SampleMaps:
         raise NotImplementedError
+
+    # Perturbation tests (models.perturbation): token positions are those of the modality's flat map.
+    perturbation_modes: ClassVar[tuple[str, ...]] = ()  # e.g. ("drop", "zero"); empty: not supported
+
+    def removable_tokens(self, batch: Batch, modality: str) -> torch.Tensor:
+        """bool (B, L): the map positions of `modality` a perturbation test may remove (never special tokens
+        or padding)."""
+        raise UnsupportedModelError(f"perturbation tests are not available for {self.family} models")
+
+    def perturbed_logits(self, batch: Batch, rows: torch.Tensor, keep: torch.Tensor, modality: str,
+                         mode: str) -> torch.Tensor:
+        """Logits (R, n_classes) of sample `rows[r]` of `batch` with only the map positions `keep[r]` of
+        `modality` left (removable positions outside `keep` removed; the others always kept)."""
+        raise UnsupportedModelError(f"perturbation tests are not available for {self.family} models")
 
     @property
     def label_names(self) -> list[str] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -52,3 +54,52 @@ class ViTAdapter(Adapter):
     def maps(self, rows, batch, i):
         patches = rows["image"][i, self.n_special:]
         return SampleMaps({"image": patches.reshape(self.grid, self.grid)})
+
+    # -- perturbation: "drop" removes patch tokens after the embeddings; "zero" blacks out their pixels
+    perturbation_modes = ("drop", "zero")
+
+    def removable_tokens(self, batch, modality="image"):
+        return torch.ones(batch.size, self.grid * self.grid, dtype=torch.bool, device=batch["pixel_values"].device)
+
+    def perturbed_logits(self, batch, rows, keep, modality="image", mode="drop"):
+        pixels = batch["pixel_values"][rows]
+        if mode == "zero":
+            return self.model(pixel_values=self._black_out(pixels, ~keep)).logits
+        if mode != "drop":
+            raise ValueError(f"ViT perturbation mode must be one of {self.perturbation_modes}, got {mode!r}")
+        counts = keep.sum(1)
+        logits = None
+        for k in counts.unique().tolist():  # rows of one step fraction share their kept count: one pass each
+            sel = (counts == k).nonzero().squeeze(1)
+            patches = keep[sel].nonzero()[:, 1].view(len(sel), k) + self.n_special  # ascending: order kept
+            special = torch.arange(self.n_special, device=keep.device).expand(len(sel), -1)
+            with _gather_tokens(self.model.base_model.embeddings, torch.cat([special, patches], 1)):
+                out = self.model(pixel_values=pixels[sel]).logits
+            logits = out.new_empty(len(rows), out.shape[1]) if logits is None else logits
+            logits[sel] = out
+        return logits
+
+    def _black_out(self, pixels: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+        """Removed patches take the normalised value of black, (0 − mean) / std per channel (the reference
+        protocol zeroes the [0, 1] image before normalising)."""
+        patch = self.model.config.patch_size
+        grid = removed.view(-1, 1, self.grid, self.grid)
+        mask = grid.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
+        mean, std = (torch.tensor(v, dtype=pixels.dtype, device=pixels.device) for v in
+                     (self.transform.mean, self.transform.std))
+        black = (-mean / std).view(1, -1, 1, 1)
+        return torch.where(mask, black, pixels)
+
+
+@contextmanager
+def _gather_tokens(embeddings: torch.nn.Module, index: torch.Tensor):
+    """While active, the embedding layer returns only the token positions `index` (R, k) of each row, so the
+    stock encoder, final norm and head run on the shortened sequence."""
+    def keep(_module, _inputs, out):
+        return out.gather(1, index[..., None].expand(-1, -1, out.shape[-1]))
+
+    handle = embeddings.register_forward_hook(keep)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -10,7 +10,6 @@ import duckdb
 import numpy as np
 import pytest
 from deltalake import DeltaTable
-from PIL import Image
 
 import models
 from storage.datasets import open_dataset
@@ -19,18 +18,6 @@ from tests import tiny_models
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "flows.cli"]
-
-
-@pytest.fixture(scope="module")
-def image_world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    tiny_models.vit().save_pretrained(root / "vit")
-    for i, sample in enumerate(tiny_models.images(5)):
-        folder = root / "images" / ("alpha" if i % 2 else "beta")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(sample["image"]).save(folder / f"{i}.png")
-    (root / "images" / "beta" / "corrupt.png").write_bytes(b"not a png")
-    return root
 
 
 def run_cli(*args):

@@ -1,0 +1,74 @@
+"""`attn-audit evaluate`: the downstream evaluation jobs on a stored run (tasks.evaluate), as a command."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+EPILOG = """\
+tests: perturbation (positive / negative, per modality), localisation (BMEQ, AUPRC, pointing game, on data
+with ground truth), sanity (cascading randomisation; opt-in, recomputes explanations per layer).
+Results go to the store's `metrics` and `perturbation_curves` tables; rerunning skips what is committed.
+
+example:
+  attn-audit evaluate --store out/store --run 3f2a --tests perturbation,localisation --limit 1000
+"""
+
+
+def register(sub) -> None:
+    """Add `evaluate` to the `attn-audit` sub-command parser."""
+    from tasks.evaluate.settings import DEFAULT_TESTS, TESTS
+
+    p = sub.add_parser("evaluate", help="perturbation tests, localisation and sanity checks on a stored run",
+                       description="Evaluate a stored run's explanations (docs/evaluation.md) and print the "
+                       "aggregate table: mean with a bootstrap 95% interval and the method ranking per metric.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", default="out/store", help="store folder or URI (default out/store)")
+    p.add_argument("--run", required=True, help="run id (or a unique prefix of it)")
+    p.add_argument("--tests", default=",".join(DEFAULT_TESTS),
+                   help=f"comma-separated, of {', '.join(TESTS)} (default {','.join(DEFAULT_TESTS)})")
+    p.add_argument("--methods", help="comma-separated methods (default: every method of the run)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N samples of the run")
+    p.add_argument("--perturbation-mode", default="drop", choices=("drop", "zero"),
+                   help="ViT patches: drop their tokens (default) or zero their pixels (the reference protocol)")
+    p.add_argument("--batch-size", type=int, default=32, help="samples perturbed together (default 32)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--quiet", action="store_true", help="no table, only the notes")
+    p.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from models import AttnAuditError
+    from storage.store import StoreError
+    from tasks.evaluate import evaluate_run
+
+    methods = [m for m in (args.methods or "").split(",") if m] or None
+    try:
+        summary = evaluate_run(args.store, args.run, tests=args.tests, methods=methods, limit=args.limit,
+                               batch_size=args.batch_size, device=args.device,
+                               perturbation_mode=args.perturbation_mode)
+    except StoreError as err:
+        raise AttnAuditError(str(err)) from None
+    if not args.quiet:
+        console.print(results_table(summary))
+    for note in summary.notes:
+        err_console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    return 0
+
+
+def results_table(summary) -> Table:
+    """One row per (metric, modality, method), best method first; ↑/↓ = the metric's better direction."""
+    table = Table(title=f"attn-audit evaluate — run {summary.run_id} ({summary.chunks} chunks, "
+                  f"{summary.chunks_skipped} already done, {summary.seconds:.1f} s)")
+    for col in ("metric", "modality", "rank", "method", "mean [95% interval]", "n", "not significant vs"):
+        table.add_column(col, justify="right" if col in ("rank", "n") else "left", overflow="fold")
+    for r in summary.results:
+        table.add_row(f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", str(r["modality"]), str(r["rank"]),
+                      r["method"], f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", str(r["n"]),
+                      ", ".join(r["not_significant_vs"]))
+    return table

@@ -1,0 +1,158 @@
+"""From what the user asked to what a run will do, before any server starts: every check that can fail on
+bad input happens here (unknown methods, models, data, stores), so mistakes cost no start-up and end as
+one clear line.
+
+Resume and --force. A run's id is derived from (model fingerprint, dataset fingerprint, methods, config);
+the store commits each shard once per run id, idempotently. So:
+- rerunning the same audit finds the same run id and computes only the shards whose commit is missing;
+- `--force` cannot recompute into the same run id (its shards are committed, their commits are no-ops),
+  and deleting rows would not help either (a table remembers the shard's transaction). It starts the
+  next *generation* instead: `config.generation = g` (absent for the first), a new run id whose every shard
+  is computed and committed again; earlier generations stay in the store untouched, each holding every
+  sample exactly once (filter by run_id). A plain rerun resumes the latest generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import models
+from storage.datasets import open_dataset
+from storage.datasets.refs import FILE_SCHEMES
+from storage.store import RELEVANCE_DTYPES, RunSpec, Store, StoreError, fingerprint_files, fingerprint_text
+from tasks.explain_dataset import parse_target
+from tasks.shards import MAX_SHARD_SIZE, max_shards
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass
+class AuditRequest:
+    """What the user asked for (the CLI's flags; also the Python API's arguments)."""
+
+    model: str
+    data: str
+    methods: list[str]
+    store: str = "out/store"
+    target: str | int = "predicted"
+    shard_size: int | None = None  # None: automatic (tasks.shards.auto_shard_size), fixed once the run exists
+    batch_size: int = DEFAULT_BATCH_SIZE
+    limit: int | None = None
+    force: bool = False
+    workers: int | None = None
+    gpus_per_worker: float = 1
+    device: str = "auto"
+    precision: str = "float32"
+    truncate: bool = False
+    relevance_dtype: str = "float32"
+    storage_options: dict[str, str] | None = field(default=None, repr=False)
+
+
+@dataclass
+class RunPlan:
+    """A checked request with the run it maps to. Plain values only: it is the flow's parameter (shown in
+    the Prefect UI), so it never holds credentials (storage_options stay outside)."""
+
+    run_id: str
+    generation: int
+    model_ref: str
+    model_fingerprint: str
+    data_ref: str
+    dataset_fingerprint: str
+    methods: list[str]
+    config: dict
+    num_samples: int
+    shard_size: int | None  # None: a new run with an automatic size, chosen once the workers are known
+    relevance_dtype: str
+    store: str  # the store's resolved URI
+    target: str | int
+    batch_size: int
+    workers: int | None
+    gpus_per_worker: float
+    device: str
+    precision: str
+    truncate: bool
+    exists: bool  # the run is already in the store (this is a resume)
+    shards_pending: int  # shards not committed when planned (0: nothing to compute, no Ray needed)
+
+    def spec(self) -> RunSpec:
+        if self.shard_size is None:
+            raise ValueError("the shard size of a new run is chosen once its workers are known")
+        return RunSpec(model_ref=self.model_ref, model_fingerprint=self.model_fingerprint, dataset_ref=self.data_ref,
+                       dataset_fingerprint=self.dataset_fingerprint, methods=tuple(self.methods),
+                       config=dict(self.config), num_samples=self.num_samples, shard_size=self.shard_size,
+                       relevance_dtype=self.relevance_dtype)
+
+
+def model_fingerprint(ref: str) -> str:
+    files = models.checkpoint_files(ref)
+    return fingerprint_files(files) if files else fingerprint_text(f"hub:{ref}")
+
+
+def plan_run(request: AuditRequest) -> RunPlan:
+    """Check the request and find its run in the store (created when missing; the run itself is begun by
+    the flow). Raises AttnAuditError / DatasetError with a message for the user."""
+    r = request
+    if not r.methods:
+        raise models.AttnAuditError("give at least one method")
+    for name in r.methods:
+        models.methods.get_method(name)  # unknown names fail before any loading
+    policy = parse_target(r.target)
+    if (r.shard_size is not None and r.shard_size < 1) or r.batch_size < 1 or (r.limit is not None and r.limit < 0):
+        raise models.AttnAuditError("--shard-size and --batch-size must be ≥ 1, --limit ≥ 0")
+    if r.workers is not None and r.workers < 1:
+        raise models.AttnAuditError("--workers must be ≥ 1")
+    if r.relevance_dtype not in RELEVANCE_DTYPES:
+        raise models.AttnAuditError(f"relevance_dtype must be one of {RELEVANCE_DTYPES}, got {r.relevance_dtype!r}")
+    try:
+        store = Store.open(r.store, create=True, storage_options=r.storage_options)
+    except StoreError as err:
+        raise models.AttnAuditError(str(err)) from None
+    dataset = open_dataset(_absolute_data_ref(r.data))
+    data_fingerprint = dataset.fingerprint()
+    model_ref = _absolute_model_ref(r.model)
+    fingerprint = model_fingerprint(model_ref)  # an unknown builtin / missing folder fails here
+    total = len(dataset) if r.limit is None else min(r.limit, len(dataset))
+    base = {"target": policy, "limit": r.limit, "precision": r.precision, "truncate": r.truncate}
+
+    def spec(generation: int, shard_size: int = r.shard_size or MAX_SHARD_SIZE) -> RunSpec:
+        config = base if generation == 0 else {**base, "generation": generation}
+        return RunSpec(model_ref=model_ref, model_fingerprint=fingerprint, dataset_ref=dataset.ref,
+                       dataset_fingerprint=data_fingerprint, methods=tuple(r.methods), config=config,
+                       num_samples=total, shard_size=shard_size, relevance_dtype=r.relevance_dtype)
+
+    try:
+        existing = set(store.runs()["run_id"].to_pylist())
+        generation = 0
+        while spec(generation + 1).run_id in existing:
+            generation += 1
+        if r.force and spec(generation).run_id in existing:
+            generation += 1
+        chosen = spec(generation)
+        exists = chosen.run_id in existing
+        shard_size = store.run(chosen.run_id).shard_size if exists else r.shard_size  # resumes keep theirs
+        committed = store.committed_shards(chosen.run_id) if exists else set()
+    except StoreError as err:
+        raise models.AttnAuditError(str(err)) from None
+    chosen = spec(generation)
+    return RunPlan(run_id=chosen.run_id, generation=generation, model_ref=model_ref, model_fingerprint=fingerprint,
+                   data_ref=dataset.ref, dataset_fingerprint=chosen.dataset_fingerprint, methods=list(r.methods),
+                   config=dict(chosen.config), num_samples=total, shard_size=shard_size,
+                   relevance_dtype=r.relevance_dtype, store=store.uri, target=policy, batch_size=r.batch_size,
+                   workers=r.workers, gpus_per_worker=r.gpus_per_worker, device=r.device, precision=r.precision,
+                   truncate=r.truncate, exists=exists,
+                   shards_pending=max_shards(total, shard_size) - len(committed))
+
+
+def _absolute_model_ref(ref: str) -> str:
+    """A local checkpoint folder by its absolute path: workers do not share the caller's working folder."""
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if not ref.startswith("builtin:") and path.is_dir() else ref
+
+
+def _absolute_data_ref(ref: str) -> str:
+    scheme, sep, body = ref.partition(":")
+    if sep and scheme in FILE_SCHEMES and body and Path(body).expanduser().exists():
+        return f"{scheme}:{Path(body).expanduser().resolve()}"
+    return ref

@@ -1,0 +1,357 @@
+"""Ray actors that own models: each loads its checkpoint once and serves many shards.
+
+    placement = plan_placement(node_resources(), workers=None, gpus_per_worker=1, device="auto")
+    with ActorPool(placement, ExplainerConfig(model_ref, store_uri, ...)) as pool:   # actors load the model
+        result = pool.run(job, shard, on_progress)      # thread-safe: one shard per actor at a time
+
+An actor explains a shard AND commits it to the store itself, so maps never travel through the driver;
+what comes back is a `ShardResult` (counts and seconds). Progress inside a shard is readable while the
+shard runs (`progress()`: the actor runs two threads, one for the shard, one for such calls).
+
+When an actor's worker process dies (killed, OOM, segfault), Ray restarts it (`max_restarts`), which
+loads the model again; the shard it was running fails with a `RayActorError` and the caller (a Prefect
+task with retries) runs it again. Nothing of a shard is visible in the store until its commit, and the
+commit is idempotent, so a shard interrupted anywhere is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ray
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+
+import models
+from storage.datasets import open_dataset
+from storage.store import Store
+from tasks.explain_shard import ShardJob, ShardResult, explain_shard
+from tasks.shards import Shard
+
+# Default CPU share of a CPU actor: one core, one torch thread. Several single-threaded processes beat one
+# multi-threaded one here: torch's OpenMP threads spin at every barrier, and on a machine shared with any
+# other job two threads on two cores ran 40x slower than one (bench/bench_pipeline.py, docs/workflow.md).
+CPUS_PER_WORKER = 1
+MAX_RESTARTS = 3  # per actor: a worker process that dies comes back this many times
+NAMESPACE = "attn-audit"
+READY_TIMEOUT_S = 600.0  # model load in every actor; past this, the actors are reported as not starting
+
+
+@dataclass(frozen=True)
+class ExplainerConfig:
+    """How every actor of a pool loads its model and opens the store (actor constructor arguments)."""
+
+    model_ref: str
+    store_uri: str
+    device: str = "auto"
+    precision: str = "float32"
+    truncate: bool = False
+    storage_options: dict[str, str] | None = field(default=None, hash=False)
+
+
+class ExplainerActor:
+    """A model in a Ray worker process. Made remote by `ActorPool` (the class stays importable without
+    Ray running, and testable as a plain object)."""
+
+    def __init__(self, config: ExplainerConfig, num_threads: int | None = None):
+        import torch
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.config = config
+        self.model = models.load(config.model_ref, device=config.device, precision=config.precision,
+                                 truncate=config.truncate)
+        self.store = Store.open(config.store_uri, storage_options=config.storage_options)
+        self._datasets: dict[str, object] = {}
+        self._shard: int | None = None
+        self._done = 0
+
+    def info(self) -> dict:
+        import torch
+
+        return {"pid": os.getpid(), "host": socket.gethostname(), "device": str(self.model.device),
+                "threads": torch.get_num_threads()}
+
+    def progress(self) -> tuple[int | None, int]:
+        """(shard being explained or None, positions of it done so far)."""
+        return self._shard, self._done
+
+    def run_shard(self, job: ShardJob, shard: Shard, retry: bool = False) -> ShardResult:
+        dataset = self._dataset(job.data_ref)
+        self._shard, self._done = shard.id, 0
+
+        def advance(n: int) -> None:
+            self._done += n
+
+        try:
+            return explain_shard(self.model, dataset, self.store, job.run_id, shard, job.methods, job.target,
+                                 job.batch_size, on_batch_done=advance, skip_committed=retry)
+        finally:
+            self._shard = None
+
+    def _dataset(self, ref: str):
+        if ref not in self._datasets:
+            self._datasets = {ref: open_dataset(ref)}  # one run at a time: keep only the latest
+        return self._datasets[ref]
+
+
+# ---------------------------------------------------------------------------------------------- placement
+@dataclass(frozen=True)
+class Placement:
+    """How many actors and what each asks Ray for."""
+
+    workers: int
+    num_cpus: float
+    num_gpus: float
+    threads: int  # torch intra-op threads per actor
+
+    def describe(self) -> str:
+        amount = self.num_gpus or self.num_cpus
+        each = f"{_num(amount)} {'GPU' if self.num_gpus else 'CPU'}{'s' if amount > 1 else ''}"
+        kind = "GPU" if self.num_gpus else "CPU"
+        return (f"{self.workers} {kind} worker{'s' if self.workers != 1 else ''} ({each} each, "
+                f"{self.threads} torch thread{'s' if self.threads != 1 else ''})")
+
+
+def node_resources() -> list[dict[str, float]]:
+    """The resources of every live node of the connected Ray cluster (CPU, GPU, ...)."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def plan_placement(nodes: list[dict[str, float]], workers: int | None = None, gpus_per_worker: float = 1,
+                   device: str = "auto", max_workers: int | None = None) -> Placement:
+    """GPU actors (`gpus_per_worker` each) when the cluster has GPUs and `device` allows them; otherwise CPU
+    actors, by default one per CPUS_PER_WORKER cores of each node (at least one, one torch thread each);
+    `workers` overrides the count and shares the cores out among them. `max_workers` (the shards to run)
+    caps the count, so that no actor loads a model it will not use. Decided from what the cluster has,
+    never by waiting: a request the cluster cannot meet is an error here, not an actor that waits forever."""
+    if workers is not None and workers < 1:
+        raise models.AttnAuditError("--workers must be ≥ 1")
+    if gpus_per_worker < 0 or (gpus_per_worker > 1 and gpus_per_worker != int(gpus_per_worker)):
+        raise models.AttnAuditError("--gpus-per-worker must be a fraction below 1 (0.5: two workers per GPU) "
+                                    f"or a whole number, got {gpus_per_worker:g}")
+    cpus = [n.get("CPU", 0.0) for n in nodes]
+    gpus = [n.get("GPU", 0.0) for n in nodes]
+    wants_cuda = str(device).startswith("cuda")
+    if device != "cpu" and gpus_per_worker > 0 and sum(gpus) > 0:
+        capacity = sum(int(g // gpus_per_worker) for g in gpus)
+        if capacity < 1:
+            raise models.AttnAuditError(f"each worker asks for {_num(gpus_per_worker)} GPUs (--gpus-per-worker) "
+                                        f"but no node of the Ray cluster has that many (GPUs per node: "
+                                        f"{', '.join(_num(g) for g in gpus)})")
+        n = workers or min(capacity, max_workers or capacity)
+        if n > capacity:
+            raise models.AttnAuditError(f"{n} workers × {_num(gpus_per_worker)} GPUs do not fit the Ray cluster's "
+                                        f"GPUs ({_num(sum(gpus))}); use --workers {capacity} or fewer")
+        cpu_share = _share(cpus, n) if sum(cpus) else 0.0
+        return Placement(n, min(1.0, cpu_share), gpus_per_worker, max(1, min(4, int(cpu_share))))
+    if wants_cuda:
+        raise models.AttnAuditError(f"--device {device} but the Ray cluster has no GPUs "
+                                    f"(CPUs: {_num(sum(cpus))}); use --device auto or cpu")
+    if sum(cpus) <= 0:
+        raise models.AttnAuditError("the Ray cluster has no CPUs to run workers on")
+    if workers:  # the user's count: the cores are shared out among them
+        share = _share(cpus, workers)
+        return Placement(workers, share, 0.0, max(1, int(share)))
+    n = max(1, sum(int(c // CPUS_PER_WORKER) for c in cpus))
+    share = _share(cpus, n)  # fewer shards than actors: fewer actors, each still with its own share
+    return Placement(max(1, min(n, max_workers or n)), share, 0.0, max(1, int(share)))
+
+
+def _share(capacities: list[float], n: int) -> float:
+    """The largest per-actor amount p such that n actors of p fit on the nodes (each node holds
+    floor(capacity / p) of them). Candidates are capacity / j; p = capacity / n always fits one node."""
+    best = 0.0
+    for c in capacities:
+        for j in range(1, n + 1):
+            p = c / j
+            if p > best and sum(int(x / p + 1e-9) for x in capacities) >= n:
+                best = p
+                break  # larger j only gives smaller p for this node
+    # Ray takes fractions of a resource only below 1 (0.5 CPU, not 1.5)
+    return float(int(best)) if best >= 1 else math.floor(best * 1e4) / 1e4
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+# ---------------------------------------------------------------------------------------------- the pool
+class PoolClosed(RuntimeError):
+    """The pool was shut down (the flow is stopping) while a shard waited for or ran on an actor."""
+
+
+class ActorPool:
+    """`placement.workers` ExplainerActors; `run()` lends one actor per shard, from any thread.
+
+    Dead actors are handled where they show: a call that fails because the worker process died comes back
+    as a RayActorError to the caller (which retries the shard); the actor itself is restarted by Ray, or
+    replaced here when Ray has given up on it."""
+
+    def __init__(self, placement: Placement, config: ExplainerConfig, label: str = "pool",
+                 poll_seconds: float = 0.5):
+        self.placement, self.config, self.poll_seconds = placement, config, poll_seconds
+        self._prefix = f"{label}/{uuid.uuid4().hex[:8]}"
+        self._free: queue.Queue = queue.Queue()
+        self._actors: list = []
+        self._closed = threading.Event()
+        self._lock = threading.RLock()
+        self._serial = 0
+        self._restarting: set[int] = set()  # id() of actors whose worker died and is being restarted
+        self.infos: list[dict] = []
+
+    # lifecycle
+    def start(self, timeout: float = READY_TIMEOUT_S) -> list[dict]:
+        """Create the actors and wait until each has loaded its model; returns their info()."""
+        actors = [self._new_actor() for _ in range(self.placement.workers)]
+        self._actors = list(actors)
+        try:
+            self.infos = ray.get([a.info.remote() for a in actors], timeout=timeout)
+        except GetTimeoutError:
+            self.shutdown()
+            raise models.AttnAuditError(
+                f"the Ray workers did not start within {timeout:.0f} s ({self.placement.describe()}); is the "
+                "cluster busy, or are its nodes missing the resources?") from None
+        except RayActorError as err:
+            self.shutdown()
+            raise models.AttnAuditError(f"a Ray worker could not load the model: {error_line(err)}") from None
+        for a in actors:
+            self._free.put(a)
+        return self.infos
+
+    def shutdown(self) -> None:
+        self._closed.set()
+        for a in self._actors:
+            _kill(a)
+        self._actors = []
+
+    def __enter__(self) -> ActorPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def actor_names(self) -> list[str]:
+        return [f"{self._prefix}/{i}" for i in range(self._serial)]
+
+    # work
+    def run(self, job: ShardJob, shard: Shard, on_progress: Callable[[int, int], None] | None = None,
+            retry: bool = False) -> ShardResult:
+        """Run one shard on a free actor (waiting for one); on_progress(shard_id, positions done) is called
+        as the actor reports progress. `retry`: an earlier attempt may have committed it (then nothing is
+        computed). Raises RayActorError when the worker died, PoolClosed on shutdown, and whatever the shard
+        raised otherwise."""
+        actor = self._checkout()
+        healthy = True
+        try:
+            if id(actor) in self._restarting:
+                self._await_restart(actor)
+            ref = actor.run_shard.remote(job, shard, retry)
+            return self._wait(actor, ref, shard, on_progress)
+        except ActorDiedError:
+            healthy = False  # Ray will not restart it: replace it
+            raise
+        except RayActorError:
+            self._restarting.add(id(actor))  # its worker died; Ray is starting a new one
+            raise
+        finally:
+            self._checkin(actor, healthy)
+
+    def _await_restart(self, actor) -> None:
+        """Calls to an actor whose worker Ray is restarting fail at once (ActorUnavailableError): wait until
+        the new worker has loaded its model. ActorDiedError when Ray gave up on it."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if self._closed.is_set():
+                raise PoolClosed("the actor pool is shut down")
+            try:
+                ray.get(actor.info.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                self._restarting.discard(id(actor))
+                return
+            except ActorDiedError:
+                raise
+            except (RayActorError, GetTimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _wait(self, actor, ref, shard: Shard, on_progress) -> ShardResult:
+        """Wait for the shard; meanwhile ask the actor for its progress, at most once per poll period."""
+        probe, reported = None, -1
+        while True:
+            if self._closed.is_set():  # shutdown kills the actor, and the shard with it
+                raise PoolClosed(f"{shard.name}: stopped")
+            if probe is None:
+                ready, _ = ray.wait([ref], timeout=self.poll_seconds)
+                if ready:
+                    return ray.get(ref)
+                if on_progress is not None:
+                    probe = actor.progress.remote()
+                continue
+            ready, _ = ray.wait([ref, probe], num_returns=1, timeout=self.poll_seconds)
+            if ref in ready:
+                return ray.get(ref)
+            if probe in ready:
+                try:
+                    running, count = ray.get(probe)
+                except RayActorError:  # the shard's own ref reports the death
+                    running, count = None, 0
+                probe = None
+                if running == shard.id and count != reported:
+                    reported = count
+                    on_progress(shard.id, count)
+
+    def _checkout(self):
+        while True:
+            if self._closed.is_set():
+                raise PoolClosed("the actor pool is shut down")
+            try:
+                return self._free.get(timeout=0.5)
+            except queue.Empty:
+                continue
+
+    def _checkin(self, actor, healthy: bool) -> None:
+        if self._closed.is_set():
+            return
+        if not healthy:
+            with self._lock:
+                _kill(actor)
+                self._actors = [a for a in self._actors if a is not actor]
+                actor = self._new_actor()
+                self._actors.append(actor)
+        self._free.put(actor)
+
+    def _new_actor(self):
+        remote = ray.remote(ExplainerActor)
+        p = self.placement
+        with self._lock:
+            name = f"{self._prefix}/{self._serial}"
+            self._serial += 1
+        return remote.options(
+            num_cpus=p.num_cpus, num_gpus=p.num_gpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
+            max_concurrency=2, name=name, namespace=NAMESPACE,
+        ).remote(self.config, p.threads)
+
+
+def _kill(actor) -> None:
+    with contextlib.suppress(Exception):  # already gone
+        ray.kill(actor, no_restart=True)
+
+
+def error_line(err: BaseException) -> str:
+    """The gist of an error in one line: for a Ray error, the message of the exception behind it (e.g. the
+    model's load error) without Ray's traceback or the exception's module path."""
+    text = str(getattr(err, "cause", None) or err)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("File ", "Traceback"))]
+    line = next((ln for ln in reversed(lines) if ":" in ln), lines[-1] if lines else type(err).__name__)
+    return re.sub(r"^(?:[A-Za-z_][\w.]*\.)?(\w+(?:Error|Exception)): ", r"\1: ", line)

@@ -1,0 +1,39 @@
+"""Units of evaluation work: a committed shard of the run (cut at --limit), and the store keys that make each
+(test, method, chunk) commit happen once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.store import Store
+
+
+@dataclass(frozen=True)
+class Chunk:
+    shard_id: int
+    start: int  # dataset positions [start, stop)
+    stop: int
+
+    def key(self, run_id: str, test: str, method: str, digest: str) -> str:
+        return f"{run_id}:evaluate:{test}:{digest}:{method}:{self.start}-{self.stop}"
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def plan_chunks(store: Store, run_id: str, limit: int | None = None) -> list[Chunk]:
+    """The run's committed shards in position order, cut to the first `limit` positions."""
+    rows = store.shards(run_id).select(["shard_id", "start", "stop"]).to_pylist()
+    chunks = []
+    for r in sorted(rows, key=lambda r: r["start"]):
+        stop = r["stop"] if limit is None else min(r["stop"], limit)
+        if stop > r["start"]:
+            chunks.append(Chunk(r["shard_id"], r["start"], stop))
+    return chunks
+
+
+def committed_keys(store: Store, table: str, keys: list[str]) -> set[str]:
+    """The keys whose `store.append(table, ..., key=...)` has already happened."""
+    delta = store.delta(table)  # one snapshot for all keys
+    return {k for k in keys if delta.transaction_version(f"attn-audit:{k}") is not None}

@@ -1,0 +1,23 @@
+"""Why samples were skipped, counted per (method, modality, test, reason) and stored as `skipped` metric rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tasks.evaluate.rows import Rows
+
+
+class Notes(Counter):
+    def add(self, method: str, modality: str | None, test: str, reason: str, count: int = 1) -> None:
+        if count > 0:
+            self[(method, modality, test, reason)] += count
+
+    def write(self, metrics: Rows, digest: str) -> None:
+        """One row per note: metric `skipped`, sample_id null, value = number of samples."""
+        for (method, modality, test, reason), count in sorted(self.items(), key=str):
+            metrics.add(method=method, metric="skipped", modality=modality, value=float(count),
+                        details={"test": test, "reason": reason, "eval": digest})
+
+    def lines(self) -> list[str]:
+        return [f"{test}: {count} × {method}/{modality or '-'} skipped — {reason}"
+                for (method, modality, test, reason), count in sorted(self.items(), key=str)]

@@ -1,0 +1,84 @@
+"""The perturbation tests of one method on one batch (SPEC.md §3) → curve rows and AUC rows.
+
+Accuracy at a step is against the dataset's label where the sample has one the model knows, else agreement
+with the unperturbed prediction. AUC = trapezoid over (fraction, accuracy) including p = 0, × 100; the mean of
+per-sample AUCs equals the AUC of the mean curve (the trapezoid is linear), so per-sample values bootstrap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import models
+from models.perturbation import perturbation_curves
+from tasks.evaluate.notes import Notes
+from tasks.evaluate.rows import Rows
+from tasks.evaluate.settings import EvalSettings
+from tasks.evaluate.specs import perturbation_test
+from tasks.explain_dataset import label_index
+
+
+def auc(fractions, values) -> float:
+    """Trapezoid area under (fraction, value) × 100, the p = 0 point included."""
+    x, y = np.asarray(fractions, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) * 100)
+
+
+def _reference(m, sample: dict, exp) -> tuple[int | None, str]:
+    """The class a perturbed prediction must match: the label's, else the unperturbed prediction."""
+    if sample.get("label") is not None:
+        try:
+            return label_index(m, sample), "label"
+        except models.SampleError:
+            pass
+    return exp.prediction, "prediction"
+
+
+def perturbation_rows(m, batch, samples: dict[str, dict], exps: list, method: str, settings: EvalSettings,
+                      curves: Rows, metrics: Rows, notes: Notes, max_rows: int = 512) -> None:
+    """Both tests for every modality of the model, for `exps` (one method's explanations of `batch`)."""
+    position = {sid: i for i, sid in enumerate(batch.sample_ids)}
+    digest = settings.digest("perturbation")
+    for modality in m.modalities:
+        items = [x for x in exps if x.ok and x.sample_id in position and modality in x.relevance]
+        notes.add(method, modality, "perturbation", "no usable map (failed sample, other modality, unreadable input)",
+                  len(exps) - len(items))
+        if not items:
+            continue
+        mode, fractions = settings.mode_for(modality), settings.steps_for(modality)
+        result = _curves(m, batch, modality, items, position, fractions, mode, max_rows, notes, method)
+        for item, probs, scores, preds in result:
+            reference, against = _reference(m, samples[item.sample_id], item)
+            for d, direction in enumerate(("positive", "negative")):
+                test = perturbation_test(direction, mode)
+                correct = (preds[d] == (preds[d, 0] if reference is None else reference)).astype(np.float64)
+                for s, fraction in enumerate(fractions):
+                    curves.add(method=method, modality=modality, perturbation=test, sample_id=item.sample_id,
+                               target_index=item.target, step=s, fraction=fraction, score=scores[d, s],
+                               probability=probs[d, s], accuracy=correct[s])
+                details = {"eval": digest, "against": against}
+                common = dict(method=method, modality=modality, sample_id=item.sample_id, target_index=item.target,
+                              details=details)
+                metrics.add(metric=f"auc_{test}", value=auc(fractions, correct), **common)
+                metrics.add(metric=f"prob_auc_{test}", value=auc(fractions, probs[d]), **common)
+
+
+def _curves(m, batch, modality, items, position, fractions, mode, max_rows, notes, method):
+    """[(item, probability (D, S), score (D, S), prediction (D, S))]; a map that does not fit the re-encoded
+    input (e.g. other truncation) is skipped with a note instead of failing the batch."""
+    def run(chunk):
+        c = perturbation_curves(m, batch, modality, [x.relevance[modality] for x in chunk], [x.target for x in chunk],
+                                fractions, samples=[position[x.sample_id] for x in chunk], mode=mode,
+                                max_rows=max_rows)
+        return list(zip(chunk, c.probability, c.score, c.prediction))
+
+    try:
+        return run(items)
+    except models.AttnAuditError:
+        out = []
+        for item in items:
+            try:
+                out += run([item])
+            except models.AttnAuditError:
+                notes.add(method, modality, "perturbation", "map does not match the re-encoded input", 1)
+        return out

@@ -1,0 +1,183 @@
+"""`evaluate_run`: the downstream evaluation of a stored run — perturbation tests, localisation, the opt-in
+sanity check, then aggregation — reading explanations from the store chunk by chunk and writing results back.
+
+    summary = evaluate_run("out/store", "3f2a", tests=("perturbation", "localisation"), limit=1000)
+
+Callable from the CLI (`attn-audit evaluate`) and as a downstream job of the audit flow (plain arguments: a
+store URI or Store, a run id). Each (test, method, chunk) is one idempotent store commit: rerunning skips what
+is committed, so an interrupted evaluation resumes; the same settings never write twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import models
+from storage.datasets import SampleError as ReadError
+from storage.datasets import open_dataset
+from storage.store import Store
+from tasks.evaluate.aggregate import aggregate_run, stored_notes
+from tasks.evaluate.chunks import Chunk, committed_keys, plan_chunks
+from tasks.evaluate.localisation_job import localisation_rows
+from tasks.evaluate.notes import Notes
+from tasks.evaluate.perturbation_job import perturbation_rows
+from tasks.evaluate.rows import curve_rows, metric_rows
+from tasks.evaluate.sanity import sanity_rows
+from tasks.evaluate.settings import DEFAULT_TESTS, EvalSettings, parse_tests
+
+CHUNK_TESTS = ("perturbation", "localisation")
+
+
+@dataclass
+class EvaluationSummary:
+    run_id: str
+    methods: list[str]
+    tests: tuple[str, ...]
+    settings: dict
+    chunks: int = 0
+    chunks_skipped: int = 0  # every job already committed
+    samples: int = 0  # dataset positions evaluated now
+    results: list[dict] = field(default_factory=list)  # aggregate rows (aggregate.metric_summary)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Context:
+    store: Store
+    run_id: str
+    dataset: object
+    settings: EvalSettings
+    device: str
+    batch_size: int
+    max_rows: int
+    config: dict
+    model_ref: str
+    _model: models.LoadedModel | None = None
+
+    def model(self) -> models.LoadedModel:
+        if self._model is None:
+            self._model = models.load(self.model_ref, device=self.device,
+                                      precision=self.config.get("precision", "float32"),
+                                      truncate=bool(self.config.get("truncate", False)))
+        return self._model
+
+    def read(self, positions: Iterable[int], notes: Notes) -> dict[str, dict]:
+        samples = {}
+        for i in positions:
+            try:
+                sample = self.dataset[i]
+            except ReadError as err:
+                notes.add("*", None, "read", err.message)
+                continue
+            samples[str(sample["id"])] = sample
+        return samples
+
+
+def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = DEFAULT_TESTS,
+                 methods: list[str] | None = None, limit: int | None = None, batch_size: int = 32,
+                 device: str = "auto", perturbation_mode: str = "drop", settings: EvalSettings | None = None,
+                 max_rows: int = 512, storage_options: dict[str, str] | None = None,
+                 on_progress: Callable[[int, int], None] | None = None,
+                 model: models.LoadedModel | None = None) -> EvaluationSummary:
+    """Evaluate run `run_id` (id or unique prefix) of `store`; returns the aggregate results and notes.
+
+    `tests`: perturbation, localisation, sanity (opt-in). `methods`: default the run's. `limit`: the first N
+    dataset positions. `batch_size`: samples read and perturbed together (each gives 2 × steps forward rows,
+    cut into passes of ≤ `max_rows`). `perturbation_mode`: ViT patches are dropped (`drop`) or zeroed in pixels
+    (`zero`); text always drops. `settings` overrides every knob (EvalSettings). `model`: the run's model
+    already loaded (e.g. by a Ray actor that keeps it), instead of loading `run.model_ref` here.
+    `on_progress(done, total)`: dataset positions after each chunk."""
+    started = time.perf_counter()
+    store = store if isinstance(store, Store) else Store.open(store, storage_options=storage_options)
+    run = store.run(run_id)
+    tests = parse_tests(tests)
+    settings = settings or EvalSettings(perturbation_mode=perturbation_mode)
+    methods = list(methods or run.methods)
+    unknown = [m for m in methods if m not in run.methods]
+    if unknown:
+        raise models.AttnAuditError(f"run {run.run_id} has no method(s) {unknown}; its methods: {run.methods}")
+    if batch_size < 1 or max_rows < 1 or (limit is not None and limit < 0):
+        raise models.AttnAuditError("batch_size and max_rows must be ≥ 1, limit ≥ 0")
+    ctx = _Context(store, run.run_id, open_dataset(run.dataset_ref), settings, device, batch_size, max_rows,
+                   run.config_dict, run.model_ref, model)
+    summary = EvaluationSummary(run.run_id, methods, tests, settings.as_dict())
+    chunks = plan_chunks(store, run.run_id, limit)
+    total = sum(c.size for c in chunks)
+    for chunk in chunks:
+        summary.chunks += 1
+        jobs = [(t, m) for t in tests if t in CHUNK_TESTS for m in methods]
+        if not _evaluate_chunk(ctx, chunk, jobs):
+            summary.chunks_skipped += 1
+        else:
+            summary.samples += chunk.size
+        if on_progress is not None:
+            on_progress(chunk.stop - chunks[0].start, total)
+    if "sanity" in tests and chunks:
+        _sanity(ctx, methods, chunks)
+    summary.results, _ = aggregate_run(store, run.run_id, settings)
+    summary.notes = stored_notes(store, run.run_id, settings)
+    if run.status == "running":
+        summary.notes.append(f"run {run.run_id} is still running: only its {len(chunks)} committed shards were "
+                             "evaluated")
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _evaluate_chunk(ctx: _Context, chunk: Chunk, jobs: list[tuple[str, str]]) -> bool:
+    """Compute and commit the jobs of one chunk that are not committed yet; False when none was pending."""
+    keys = {job: chunk.key(ctx.run_id, job[0], job[1], ctx.settings.key_part(job[0])) for job in jobs}
+    done = committed_keys(ctx.store, "metrics", list(keys.values()))
+    pending = [job for job in jobs if keys[job] not in done]
+    if not pending:
+        return False
+    methods = sorted({m for _, m in pending})
+    ids = [ctx.dataset.sample_id(i) for i in range(chunk.start, chunk.stop)]
+    by_sample: dict[tuple[str, str], list] = {}
+    for exp in ctx.store.load_explanations(ctx.run_id, method=methods, sample_ids=ids):
+        by_sample.setdefault((exp.method, exp.sample_id), []).append(exp)
+    notes = {job: Notes() for job in pending}
+    metrics = {job: metric_rows() for job in pending}
+    curves = {m: curve_rows() for t, m in pending if t == "perturbation"}
+    for lo in range(chunk.start, chunk.stop, ctx.batch_size):
+        samples = ctx.read(range(lo, min(lo + ctx.batch_size, chunk.stop)), notes[pending[0]])
+        batch = ctx.model().preprocess(list(samples.values()), errors="collect") if curves else None
+        for test, method in pending:
+            exps = [x for sid in samples for x in by_sample.get((method, sid), [])]
+            if test == "perturbation":
+                perturbation_rows(ctx.model(), batch, samples, exps, method, ctx.settings, curves[method],
+                                  metrics[(test, method)], notes[(test, method)], ctx.max_rows)
+            else:
+                localisation_rows(samples, exps, method, ctx.settings, metrics[(test, method)], notes[(test, method)])
+    for job in pending:
+        notes[job].write(metrics[job], ctx.settings.digest(job[0]))
+        if job[0] == "perturbation" and len(curves[job[1]]):
+            ctx.store.append("perturbation_curves", curves[job[1]].table(ctx.run_id), key=keys[job])
+        if len(metrics[job]):
+            ctx.store.append("metrics", metrics[job].table(ctx.run_id), key=keys[job])
+    return True
+
+
+def _sanity(ctx: _Context, methods: list[str], chunks: list[Chunk]) -> None:
+    """The sanity check on the run's first `sanity_samples` positions, one commit per method."""
+    positions = list(itertools.islice((p for c in chunks for p in range(c.start, c.stop)), ctx.settings.sanity_samples))
+    digest = ctx.settings.digest("sanity")
+    keys = {m: Chunk(-1, positions[0], positions[-1] + 1).key(ctx.run_id, "sanity", m, digest) for m in methods}
+    done = committed_keys(ctx.store, "metrics", list(keys.values()))
+    pending = [m for m in methods if keys[m] not in done]
+    if not pending:
+        return
+    notes = Notes()
+    samples = ctx.read(positions, notes)
+    batch = ctx.model().preprocess(list(samples.values()), errors="collect")
+    exps = ctx.store.load_explanations(ctx.run_id, method=pending, sample_ids=batch.sample_ids)
+    originals = {m: [x for x in exps if x.method == m] for m in pending}
+    rows = {m: metric_rows() for m in pending}
+    sanity_rows(ctx.model(), batch, originals, ctx.settings, rows, notes)
+    for m in pending:
+        Notes({k: v for k, v in notes.items() if k[0] in (m, "*")}).write(rows[m], digest)
+        if len(rows[m]):
+            ctx.store.append("metrics", rows[m].table(ctx.run_id), key=keys[m])

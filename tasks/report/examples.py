@@ -1,0 +1,85 @@
+"""Example heatmaps for the report: per method, the samples it explains best and worst by one per-sample metric
+(positive-perturbation probability AUC, else AUPRC), drawn with storage.store.render."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from storage.datasets import DatasetError, SampleError, open_dataset
+from storage.store import Store, render
+from tasks.evaluate.specs import metric_spec
+
+RANKING_METRICS = ("prob_auc_positive", "prob_auc_positive_zero", "auprc")
+
+
+@dataclass
+class Example:
+    method: str
+    sample_id: str
+    kind: str  # best | worst
+    metric: str
+    value: float
+    file: str  # relative to the report folder
+
+
+def pick(store: Store, run_id: str, methods: list[str], per_side: int = 1) -> list[tuple[str, str, str, str, float]]:
+    """[(method, sample_id, best|worst, metric, value)] by the first ranking metric the run has."""
+    table = store.metrics(run_id=run_id)
+    table = table.filter(pc.is_valid(table["sample_id"]))
+    for metric in RANKING_METRICS:
+        rows = [r for r in table.filter(pc.equal(table["metric"], metric)).to_pylist() if r["modality"] != "combined"]
+        if not rows:
+            continue
+        better_high = metric_spec(metric).higher_is_better
+        out = []
+        for method in methods:
+            values = {r["sample_id"]: r["value"] for r in rows if r["method"] == method}
+            ordered = sorted(values, key=lambda s: (values[s], s), reverse=better_high)
+            for kind, ids in (("best", ordered[:per_side]), ("worst", ordered[::-1][:per_side])):
+                out += [(method, sid, kind, metric, values[sid]) for sid in ids]
+        return out
+    return []
+
+
+def draw(store: Store, run_id: str, out: Path, per_side: int = 1) -> list[Example]:
+    """Render the picked examples into `out/examples/`; returns what was written."""
+    run = store.run(run_id)
+    (out / "examples").mkdir(parents=True, exist_ok=True)
+    examples = []
+    for method, sid, kind, metric, value in pick(store, run.run_id, run.methods, per_side):
+        exps = store.load_explanations(run.run_id, method=method, sample_ids=[sid])
+        if not exps:
+            continue
+        exp, stem = exps[0], f"examples/{method}-{kind}-{_safe(sid)}"
+        caption = f"{method} · {kind} by {metric} = {value:.2f} · sample {sid}"
+        if "image" in exp.relevance:
+            render.image_panels(_image(store, run, sid), [(method, exp.relevance["image"])], caption).save(
+                out / f"{stem}.png")
+            examples.append(Example(method, sid, kind, metric, value, f"{stem}.png"))
+        if "text" in exp.relevance:
+            page = render.tokens_html([(caption, exp.tokens.get("text") or [], exp.relevance["text"],
+                                        exp.special.get("text"))], html.escape(caption))
+            (out / f"{stem}.html").write_text(page, encoding="utf-8")
+            examples.append(Example(method, sid, kind, metric, value, f"{stem}.html"))
+    return examples
+
+
+def _image(store: Store, run, sample_id: str):
+    """The input image from the run's dataset (searched in the sample's shard), or None."""
+    shard = store.sample_shard(run.run_id, sample_id)
+    try:
+        dataset = open_dataset(run.dataset_ref)
+        for i in range(*(shard or (0, 0))):
+            if dataset.sample_id(i) == sample_id:
+                return render.to_image(dataset[i]["image"])
+    except (DatasetError, SampleError, KeyError, OSError, ValueError):
+        return None
+    return None
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:60]

@@ -1,0 +1,104 @@
+"""`write_report`: one static HTML page (+ PNGs beside it) for a run — provenance, results with intervals,
+perturbation curves per modality and test, localisation, example heatmaps. No script, no network: it opens
+offline from the folder."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from storage.store import Store
+from tasks.evaluate.aggregate import stored_summary
+from tasks.evaluate.specs import metric_spec
+from tasks.report.examples import Example, draw
+from tasks.report.plots import line_chart
+
+STYLE = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}table{border-collapse:collapse;"
+         "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
+         "td.n{text-align:right}tr.best td{font-weight:bold}img{margin:4px;border:1px solid #ddd}"
+         "iframe{width:100%;height:8em;border:1px solid #ddd}.note{color:#666}")
+RESULT_COLUMNS = ("metric", "modality", "rank", "method", "mean", "95% interval", "n",
+                  "not significantly different from")
+
+
+def _table(header, rows, classes=None) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        css = f" class='{classes[i]}'" if classes and classes[i] else ""
+        body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _results(summary: list[dict], test: str) -> str:
+    rows = [r for r in summary if metric_spec(r["metric"]).test == test]
+    if not rows:
+        return f"<p class='note'>No {test} results in the store for this run.</p>"
+    cells = [(f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", r["modality"], r["rank"], r["method"],
+              f"{r['mean']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", r["n"],
+              ", ".join(r["not_significant_vs"])) for r in rows]
+    return _table(RESULT_COLUMNS, cells, ["best" if r.get("rank") == 1 else "" for r in rows])
+
+
+def _curves(store: Store, run_id: str, out: Path) -> list[str]:
+    """One PNG per (modality, perturbation test, quantity): the dataset curve of every method."""
+    rows = [r for r in store.perturbation_curves(run_id=run_id).to_pylist() if r["sample_id"] is None]
+    groups: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for r in rows:
+        groups.setdefault((r["modality"], r["perturbation"]), {}).setdefault(r["method"], []).append(r)
+    files = []
+    for (modality, test), by_method in sorted(groups.items()):
+        for quantity in ("accuracy", "probability"):
+            series = {}
+            for method, points in sorted(by_method.items()):
+                points = sorted({p["step"]: p for p in points}.values(), key=lambda p: p["step"])
+                series[method] = ([p["fraction"] for p in points], [p[quantity] for p in points])
+            name = f"curve-{modality}-{test}-{quantity}.png"
+            line_chart(series, f"{modality} · {test} perturbation", "fraction of tokens removed", quantity,
+                       ylim=(0.0, 1.0) if quantity == "accuracy" else None).save(out / name)
+            files.append(name)
+    return files
+
+
+def _provenance(run) -> str:
+    fields = [("run", run.run_id), ("status", run.status), ("model", run.model_ref),
+              ("model fingerprint", run.model_fingerprint[:16]), ("dataset", run.dataset_ref),
+              ("dataset fingerprint", run.dataset_fingerprint[:16]), ("methods", ", ".join(run.methods)),
+              ("config", json.dumps(run.config_dict, sort_keys=True)), ("code", run.code_version),
+              ("samples", f"{run.samples_done:,} of {run.num_samples:,}"), ("created", run.created_at)]
+    return _table(("what", "value"), fields)
+
+
+def _examples(examples: list[Example]) -> str:
+    if not examples:
+        return "<p class='note'>No per-sample results to pick examples from.</p>"
+    parts = []
+    for ex in examples:
+        label = html.escape(f"{ex.method} — {ex.kind} by {ex.metric} ({ex.value:.2f}), sample {ex.sample_id}")
+        src = html.escape(ex.file)
+        parts.append(f"<figure><img src='{src}' alt='{label}'><figcaption>{label}</figcaption></figure>"
+                     if ex.file.endswith(".png") else f"<p>{label}</p><iframe src='{src}' title='{label}'></iframe>")
+    return "".join(parts)
+
+
+def write_report(store: Store | str, run_id: str, out: str | Path, examples_per_side: int = 1) -> Path:
+    """Write `out/index.html` (+ images) for run `run_id`; returns the page's path."""
+    store = store if isinstance(store, Store) else Store.open(store)
+    run = store.run(run_id)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = stored_summary(store, run.run_id)
+    curves = _curves(store, run.run_id, out)
+    examples = draw(store, run.run_id, out, examples_per_side)
+    body = [f"<h1>attn-audit report — run {html.escape(run.run_id)}</h1>", "<h2>Provenance</h2>", _provenance(run),
+            "<h2>Perturbation tests</h2><p class='note'>AUC × 100 of accuracy vs fraction removed; positive: lower "
+            "is better, negative: higher is better. Bold: rank 1. Intervals: bootstrap 95% over samples.</p>",
+            _results(summary, "perturbation")]
+    body += [f"<img src='{html.escape(f)}' alt='{html.escape(f)}'>" for f in curves]
+    body += ["<h2>Localisation</h2>", _results(summary, "localisation"), "<h2>Sanity check</h2>",
+             _results(summary, "sanity"), "<h2>Examples</h2>", _examples(examples)]
+    page = out / "index.html"
+    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>attn-audit {html.escape(run.run_id)}"
+                    f"</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
+    return page

@@ -1,0 +1,53 @@
+"""Shard plans and actor placement: pure functions, no Ray running."""
+
+import pytest
+
+import models
+from tasks.actors import error_line, plan_placement
+from tasks.shards import Shard, pending_shards, plan_shards
+
+
+def test_shards_are_contiguous_and_cover_every_position_once():
+    shards = plan_shards(10, 4)
+    assert shards == [Shard(0, 0, 4), Shard(1, 4, 8), Shard(2, 8, 10)]
+    assert shards[2].name == "shard-0002 [8:10)" and shards[2].size == 2
+    assert plan_shards(0, 4) == [] and [s.id for s in pending_shards(shards, {0, 2})] == [1]
+    with pytest.raises(ValueError):
+        plan_shards(10, 0)
+
+
+def test_cpu_placement_fits_the_cores():
+    p = plan_placement([{"CPU": 2.0}])  # one single-threaded actor per core
+    assert (p.workers, p.num_cpus, p.num_gpus, p.threads) == (2, 1.0, 0.0, 1)
+    assert plan_placement([{"CPU": 16.0}, {"CPU": 0.0}]).workers == 16
+    p = plan_placement([{"CPU": 16.0}], max_workers=4)  # no more actors than shards
+    assert (p.workers, p.num_cpus, p.threads) == (4, 1.0, 1)
+    p = plan_placement([{"CPU": 2.0}], workers=1)
+    assert (p.workers, p.num_cpus, p.threads) == (1, 2.0, 2)
+    p = plan_placement([{"CPU": 2.0}], workers=4)  # more actors than cores: fractions of a CPU
+    assert (p.workers, p.num_cpus, p.threads) == (4, 0.5, 1)
+    p = plan_placement([{"CPU": 4.0}, {"CPU": 3.0}], workers=3)  # must fit node by node: 2 + 1
+    assert (p.workers, p.num_cpus) == (3, 2.0)
+    assert plan_placement([{"CPU": 3.0}], workers=2).num_cpus == 1.0  # Ray takes fractions only below 1
+
+
+def test_gpu_placement_only_with_gpus_and_never_more_than_they_hold():
+    p = plan_placement([{"CPU": 16.0, "GPU": 2.0}])
+    assert (p.workers, p.num_gpus, p.num_cpus) == (2, 1, 1.0)
+    assert plan_placement([{"CPU": 16.0, "GPU": 2.0}], gpus_per_worker=0.5).workers == 4
+    assert plan_placement([{"CPU": 16.0, "GPU": 2.0}], device="cpu").num_gpus == 0
+    with pytest.raises(models.AttnAuditError, match="no GPUs"):
+        plan_placement([{"CPU": 2.0}], device="cuda")
+    with pytest.raises(models.AttnAuditError, match="do not fit"):
+        plan_placement([{"CPU": 2.0, "GPU": 1.0}], workers=2)
+    with pytest.raises(models.AttnAuditError, match="no node"):
+        plan_placement([{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}], gpus_per_worker=2)
+    with pytest.raises(models.AttnAuditError, match="whole number"):
+        plan_placement([{"CPU": 8.0, "GPU": 4.0}], gpus_per_worker=1.5)
+
+
+def test_error_line_keeps_the_message_of_the_error_behind():
+    ray_text = "Traceback (most recent call last):\n  File \"x.py\", line 1\n" \
+               "models.errors.ModelLoadError: cannot load 'x'"
+    assert error_line(RuntimeError(ray_text)) == "ModelLoadError: cannot load 'x'"
+    assert error_line(ValueError("plain")) == "plain"
