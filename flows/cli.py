@@ -128,8 +128,20 @@ def _run(args, kind: str) -> int:
         if args.verbose:
             raise
         raise models.AttnAuditError(f"{type(err).__name__}: {_first_line(err)} (--verbose shows more)") from None
+    if kind == "audit":
+        _print_results(args.store, summary.run_id)
     _print_summary(summary)
     return 0
+
+
+def _print_results(store: str, run_id: str) -> None:
+    """The evaluation's ranked results table, as the downstream jobs stored it."""
+    from storage.store import Store
+    from tasks.evaluate.aggregate import stored_summary
+
+    rows = stored_summary(Store.open(store), run_id)
+    if rows:
+        console.print(evaluate_commands.ranked_table(rows, f"results — run {run_id}"))
 
 
 def _print_summary(s) -> None:

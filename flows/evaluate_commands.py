@@ -62,12 +62,16 @@ def _evaluate(args) -> int:
 
 
 def results_table(summary) -> Table:
+    return ranked_table(summary.results, f"attn-audit evaluate — run {summary.run_id} ({summary.chunks} chunks, "
+                        f"{summary.chunks_skipped} already done, {summary.seconds:.1f} s)")
+
+
+def ranked_table(results: list[dict], title: str) -> Table:
     """One row per (metric, modality, method), best method first; ↑/↓ = the metric's better direction."""
-    table = Table(title=f"attn-audit evaluate — run {summary.run_id} ({summary.chunks} chunks, "
-                  f"{summary.chunks_skipped} already done, {summary.seconds:.1f} s)")
+    table = Table(title=title)
     for col in ("metric", "modality", "rank", "method", "mean [95% interval]", "n", "not significant vs"):
         table.add_column(col, justify="right" if col in ("rank", "n") else "left", overflow="fold")
-    for r in summary.results:
+    for r in results:
         table.add_row(f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", str(r["modality"]), str(r["rank"]),
                       r["method"], f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", str(r["n"]),
                       ", ".join(r["not_significant_vs"]))
