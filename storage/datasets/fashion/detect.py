@@ -32,10 +32,7 @@ class FashionDetect(FashionGenerator):
     name = "fashion-detect"
     version = 1
     modalities = ("image",)
-
-    def __init__(self, split: str = "test", n: int | None = None, seed: int = 0, root: str | None = None):
-        super().__init__(split, n, seed, root)
-        self.label_names = list(CLASS_NAMES)
+    label_names = list(CLASS_NAMES)
 
     def scene(self, i: int) -> Scene:
         rng = self.rng(self._position(i))
