@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= out/store
 SAMPLES ?= 500
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint bench clean
 
@@ -20,7 +22,12 @@ demo: $(BIN)/.installed
 	$(BIN)/attn-audit audit --model builtin:fashion-vit --data builtin:fashion-canvas --limit $(SAMPLES) \
 		--methods chefer2021 rollout raw_attention attn_gradcam attention_sum --store $(STORE)
 
-test: $(BIN)/.installed
+# Debian's Chromium: the report test renders the HTML report in it, headless.
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+
+test: $(BIN)/.installed $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -42,11 +42,14 @@ MAX_ARTIFACT_ROWS = 500
 
 @dataclass
 class JobContext:
-    """What a downstream job gets: the store and the finished (all shards committed) run."""
+    """What a downstream job gets: the store and the finished (all shards committed) run, and the run's Ray
+    actors while they are up (None when this invocation computed no shard: a job then works in-process)."""
 
     store: Store
     run: RunInfo
     plan: RunPlan
+    pool: ActorPool | None = None
+    progress: bool = False  # draw progress bars (on a terminal)
 
 
 DownstreamJob = Callable[[JobContext], "dict[str, str] | None"]  # returns paths to show, e.g. {"report": ...}
@@ -164,13 +167,15 @@ def _execute(plan: RunPlan, kind: str) -> RunSummary:
     results: list[ShardResult] = []
     outputs: dict[str, str] = {}
     try:
-        if todo:
-            results = _run_shards(plan, run, todo, rt, done_before, kind)
-        finishing = time.perf_counter()
-        for job in rt.downstream:
-            name = getattr(job, "__name__", "job").replace("_", "-")
-            context = JobContext(store, store.run(run.run_id), plan)
-            outputs.update(downstream_task.with_options(task_run_name=name)(job, context) or {})
+        with ExitStack() as actors:
+            pool = actors.enter_context(_start_pool(plan, run, rt)) if todo else None
+            if todo:
+                results = _run_shards(plan, run, todo, rt, done_before, kind, pool)
+            finishing = time.perf_counter()
+            for job in rt.downstream:  # the actors stay up for these: they hold the model
+                name = getattr(job, "__name__", "job").replace("_", "-")
+                context = JobContext(store, store.run(run.run_id), plan, pool, rt.progress)
+                outputs.update(downstream_task.with_options(task_run_name=name)(job, context) or {})
         info = store.finish_run(run.run_id)
     except BaseException:
         with contextlib.suppress(Exception):  # the original error matters more
@@ -183,19 +188,26 @@ def _execute(plan: RunPlan, kind: str) -> RunSummary:
     return summary
 
 
-def _run_shards(plan: RunPlan, run: RunInfo, todo: list[Shard], rt: _Runtime, done_before: int,
-                kind: str) -> list[ShardResult]:
+@contextmanager
+def _start_pool(plan: RunPlan, run: RunInfo, rt: _Runtime):
+    """The run's actors, each with the model loaded; stopped on exit."""
     if rt.placement is None:  # planned with nothing pending, yet shards are missing now
         raise models.AttnAuditError(f"run {run.run_id} lost committed shards since it was planned; run again")
     config = ExplainerConfig(plan.model_ref, plan.store, plan.device, plan.precision, plan.truncate,
                              rt.storage_options)
+    started = time.perf_counter()
+    with ActorPool(rt.placement, config, label=run.run_id) as pool:
+        rt.timings["workers_ready"] = time.perf_counter() - started
+        rt.workers = pool.infos
+        yield pool
+
+
+def _run_shards(plan: RunPlan, run: RunInfo, todo: list[Shard], rt: _Runtime, done_before: int,
+                kind: str, pool: ActorPool) -> list[ShardResult]:
     job = ShardJob(run.run_id, plan.data_ref, tuple(plan.methods), plan.target, plan.batch_size)
     description = f"{'auditing' if kind == 'audit' else 'explaining'} {run.num_samples:,} samples"
     started = time.perf_counter()
-    with ActorPool(rt.placement, config, label=run.run_id) as pool, \
-            shard_progress(description, run.num_samples, done_before, rt.progress) as bar:
-        rt.timings["workers_ready"] = time.perf_counter() - started
-        rt.workers = pool.infos
+    with shard_progress(description, run.num_samples, done_before, rt.progress) as bar:
         futures = {explain_shard_task.with_options(task_run_name=s.name).submit(pool, job, s, bar.update): s
                    for s in todo}
         results, failures = [], []
@@ -205,7 +217,7 @@ def _run_shards(plan: RunPlan, run: RunInfo, todo: list[Shard], rt: _Runtime, do
                 results.append(future.result())
             except Exception as err:  # after its retries
                 failures.append((shard, err))
-        rt.timings["shards"] = time.perf_counter() - started - rt.timings["workers_ready"]
+        rt.timings["shards"] = time.perf_counter() - started
         rt.timings["commits"] = sum(r.commit_seconds for r in results)  # summed over workers
     if failures:
         shard, err = min(failures, key=lambda f: f[0].id)

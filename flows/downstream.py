@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.audit import DOWNSTREAM_JOBS, JobContext
+from flows.progress import shard_progress
 from tasks.evaluate.run import evaluate_run
 from tasks.report.page import write_report
 
 
 def evaluate(ctx: JobContext) -> None:
-    """Perturbation tests and localisation (where the data has ground truth), into the store."""
-    evaluate_run(ctx.store, ctx.run.run_id, device=ctx.plan.device)
+    """Perturbation tests and localisation (where the data has ground truth), into the store; on the run's Ray
+    actors when they are up."""
+    with shard_progress("evaluating", ctx.run.num_samples, enabled=ctx.progress) as bar:
+        evaluate_run(ctx.store, ctx.run.run_id, device=ctx.plan.device, pool=ctx.pool,
+                     on_progress=lambda done, _total: bar.update(0, done))
 
 
 def report(ctx: JobContext) -> dict[str, str]:

@@ -5,8 +5,10 @@
         result = pool.run(job, shard, on_progress)      # thread-safe: one shard per actor at a time
 
 An actor explains a shard AND commits it to the store itself, so maps never travel through the driver;
-what comes back is a `ShardResult` (counts and seconds). Progress inside a shard is readable while the
-shard runs (`progress()`: the actor runs two threads, one for the shard, one for such calls).
+what comes back is a `ShardResult` (counts and seconds). After the shards, the same actors run the
+downstream evaluation chunk by chunk (`pool.evaluate`): its perturbation forward passes need the model too.
+Progress inside a shard is readable while the shard runs (`progress()`: the actor runs two threads, one for
+the shard, one for such calls).
 
 When an actor's worker process dies (killed, OOM, segfault), Ray restarts it (`max_restarts`), which
 loads the model again; the shard it was running fails with a `RayActorError` and the caller (a Prefect
@@ -34,6 +36,8 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 import models
 from storage.datasets import open_dataset
 from storage.store import Store
+from tasks.evaluate.chunks import Chunk
+from tasks.evaluate.run import ChunkJob, evaluate_chunk
 from tasks.explain_shard import ShardJob, ShardResult, explain_shard
 from tasks.shards import Shard
 
@@ -97,6 +101,11 @@ class ExplainerActor:
                                  job.batch_size, on_batch_done=advance, skip_committed=retry)
         finally:
             self._shard = None
+
+    def evaluate_chunk(self, job: ChunkJob, chunk: Chunk) -> bool:
+        """The downstream evaluation of one committed chunk with the model this actor holds (perturbation
+        passes are most of the evaluation's compute); results are committed to the store from here."""
+        return evaluate_chunk(self.store, self._dataset(job.dataset_ref), self.model, job, chunk)
 
     def _dataset(self, ref: str):
         if ref not in self._datasets:
@@ -251,13 +260,22 @@ class ActorPool:
         as the actor reports progress. `retry`: an earlier attempt may have committed it (then nothing is
         computed). Raises RayActorError when the worker died, PoolClosed on shutdown, and whatever the shard
         raised otherwise."""
+        return self._on_actor(lambda actor: actor.run_shard.remote(job, shard, retry), shard.name,
+                              shard.id if on_progress is not None else None, on_progress)
+
+    def evaluate(self, job: ChunkJob, chunk: Chunk) -> bool:
+        """Evaluate one chunk of a stored run on a free actor; True when something was committed now. Raises
+        like `run`."""
+        return self._on_actor(lambda actor: actor.evaluate_chunk.remote(job, chunk),
+                              f"evaluation of positions [{chunk.start}:{chunk.stop})")
+
+    def _on_actor(self, submit, what: str, shard_id: int | None = None, on_progress=None):
         actor = self._checkout()
         healthy = True
         try:
             if id(actor) in self._restarting:
                 self._await_restart(actor)
-            ref = actor.run_shard.remote(job, shard, retry)
-            return self._wait(actor, ref, shard, on_progress)
+            return self._wait(actor, submit(actor), what, shard_id, on_progress)
         except ActorDiedError:
             healthy = False  # Ray will not restart it: replace it
             raise
@@ -285,17 +303,18 @@ class ActorPool:
                     raise
                 time.sleep(0.5)
 
-    def _wait(self, actor, ref, shard: Shard, on_progress) -> ShardResult:
-        """Wait for the shard; meanwhile ask the actor for its progress, at most once per poll period."""
+    def _wait(self, actor, ref, what: str, shard_id: int | None, on_progress):
+        """Wait for the call; meanwhile ask the actor for shard `shard_id`'s progress (when given), at most once
+        per poll period."""
         probe, reported = None, -1
         while True:
-            if self._closed.is_set():  # shutdown kills the actor, and the shard with it
-                raise PoolClosed(f"{shard.name}: stopped")
+            if self._closed.is_set():  # shutdown kills the actor, and the call with it
+                raise PoolClosed(f"{what}: stopped")
             if probe is None:
                 ready, _ = ray.wait([ref], timeout=self.poll_seconds)
                 if ready:
                     return ray.get(ref)
-                if on_progress is not None:
+                if shard_id is not None:
                     probe = actor.progress.remote()
                 continue
             ready, _ = ray.wait([ref, probe], num_returns=1, timeout=self.poll_seconds)
@@ -307,9 +326,9 @@ class ActorPool:
                 except RayActorError:  # the shard's own ref reports the death
                     running, count = None, 0
                 probe = None
-                if running == shard.id and count != reported:
+                if running == shard_id and count != reported:
                     reported = count
-                    on_progress(shard.id, count)
+                    on_progress(shard_id, count)
 
     def _checkout(self):
         while True:

@@ -60,6 +60,11 @@ def _txn(run_id: str, what: str) -> str:
     return f"attn-audit:{run_id}:{what}"
 
 
+def _writer() -> str:
+    """host:pid of the committing process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
@@ -315,8 +320,9 @@ class Store:
             if table.transaction_version(txn) is not None:
                 return False
             try:
-                self._write("append", name, rows, table,
-                            CommitProperties(app_transactions=[Transaction(txn, 1)]), dictionary)
+                commit = CommitProperties(app_transactions=[Transaction(txn, 1)],
+                                          custom_metadata={"attn_audit_writer": _writer()})  # in the table history
+                self._write("append", name, rows, table, commit, dictionary)
                 return True
             except CommitFailedError:
                 _backoff(attempt)

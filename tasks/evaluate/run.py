@@ -3,9 +3,10 @@ sanity check, then aggregation — reading explanations from the store chunk by 
 
     summary = evaluate_run("out/store", "3f2a", tests=("perturbation", "localisation"), limit=1000)
 
-Callable from the CLI (`attn-audit evaluate`) and as a downstream job of the audit flow (plain arguments: a
-store URI or Store, a run id). Each (test, method, chunk) is one idempotent store commit: rerunning skips what
-is committed, so an interrupted evaluation resumes; the same settings never write twice.
+Callable from the CLI (`attn-audit evaluate`, chunks evaluated in this process) and as a downstream job of the
+audit flow (chunks spread over the run's Ray actors, which already hold the model: `pool=`). Each (test, method,
+chunk) is one idempotent store commit: rerunning skips what is committed, so an interrupted evaluation resumes
+and a chunk whose worker died is simply evaluated again; the same settings never write twice.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import models
@@ -29,6 +31,21 @@ from tasks.evaluate.sanity import sanity_rows
 from tasks.evaluate.settings import DEFAULT_TESTS, EvalSettings, parse_tests
 
 CHUNK_TESTS = ("perturbation", "localisation")
+CHUNK_ATTEMPTS = 3  # on a pool: a chunk whose worker died is evaluated again (its commits are idempotent)
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What evaluating a chunk needs besides the model and the store: plain values, sent to Ray actors."""
+
+    run_id: str
+    dataset_ref: str
+    model_ref: str
+    config: dict
+    jobs: tuple[tuple[str, str], ...]  # (test, method)
+    settings: EvalSettings
+    batch_size: int
+    max_rows: int
 
 
 @dataclass
@@ -82,15 +99,16 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
                  device: str = "auto", perturbation_mode: str = "drop", settings: EvalSettings | None = None,
                  max_rows: int = 512, storage_options: dict[str, str] | None = None,
                  on_progress: Callable[[int, int], None] | None = None,
-                 model: models.LoadedModel | None = None) -> EvaluationSummary:
+                 model: models.LoadedModel | None = None, pool=None) -> EvaluationSummary:
     """Evaluate run `run_id` (id or unique prefix) of `store`; returns the aggregate results and notes.
 
     `tests`: perturbation, localisation, sanity (opt-in). `methods`: default the run's. `limit`: the first N
     dataset positions. `batch_size`: samples read and perturbed together (each gives 2 × steps forward rows,
     cut into passes of ≤ `max_rows`). `perturbation_mode`: ViT patches are dropped (`drop`) or zeroed in pixels
     (`zero`); text always drops. `settings` overrides every knob (EvalSettings). `model`: the run's model
-    already loaded (e.g. by a Ray actor that keeps it), instead of loading `run.model_ref` here.
-    `on_progress(done, total)`: dataset positions after each chunk."""
+    already loaded, instead of loading `run.model_ref` here. `pool`: a tasks.actors.ActorPool of the run's model —
+    the chunks' perturbation passes then run on its actors, several chunks at once.
+    `on_progress(done, total)`: dataset positions done, after each chunk."""
     started = time.perf_counter()
     store = store if isinstance(store, Store) else Store.open(store, storage_options=storage_options)
     run = store.run(run_id)
@@ -102,20 +120,22 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
         raise models.AttnAuditError(f"run {run.run_id} has no method(s) {unknown}; its methods: {run.methods}")
     if batch_size < 1 or max_rows < 1 or (limit is not None and limit < 0):
         raise models.AttnAuditError("batch_size and max_rows must be ≥ 1, limit ≥ 0")
+    job = ChunkJob(run.run_id, run.dataset_ref, run.model_ref, run.config_dict,
+                   tuple((t, m) for t in tests if t in CHUNK_TESTS for m in methods), settings, batch_size, max_rows)
     ctx = _Context(store, run.run_id, open_dataset(run.dataset_ref), settings, device, batch_size, max_rows,
                    run.config_dict, run.model_ref, model)
     summary = EvaluationSummary(run.run_id, methods, tests, settings.as_dict())
     chunks = plan_chunks(store, run.run_id, limit)
-    total = sum(c.size for c in chunks)
-    for chunk in chunks:
+    total, done = sum(c.size for c in chunks), 0
+    outcomes = _on_pool(pool, job, chunks) if pool is not None and job.jobs else \
+        ((c, _evaluate_chunk(ctx, c, list(job.jobs))) for c in chunks)
+    for chunk, evaluated in outcomes:
         summary.chunks += 1
-        jobs = [(t, m) for t in tests if t in CHUNK_TESTS for m in methods]
-        if not _evaluate_chunk(ctx, chunk, jobs):
-            summary.chunks_skipped += 1
-        else:
-            summary.samples += chunk.size
+        summary.chunks_skipped += not evaluated
+        summary.samples += chunk.size if evaluated else 0
+        done += chunk.size
         if on_progress is not None:
-            on_progress(chunk.stop - chunks[0].start, total)
+            on_progress(done, total)
     if "sanity" in tests and chunks:
         _sanity(ctx, methods, chunks)
     summary.results, _ = aggregate_run(store, run.run_id, settings)
@@ -125,6 +145,31 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
                              "evaluated")
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def evaluate_chunk(store: Store, dataset, model: models.LoadedModel, job: ChunkJob, chunk: Chunk) -> bool:
+    """Evaluate one chunk with a loaded model (what a Ray actor runs); False when all was committed before."""
+    ctx = _Context(store, job.run_id, dataset, job.settings, str(model.device), job.batch_size, job.max_rows,
+                   job.config, job.model_ref, model)
+    return _evaluate_chunk(ctx, chunk, list(job.jobs))
+
+
+def _on_pool(pool, job: ChunkJob, chunks: list[Chunk]):
+    """(chunk, evaluated) as the pool's actors finish them, one chunk per actor at a time."""
+    from ray.exceptions import RayActorError  # only a pool needs Ray
+
+    def attempt(chunk: Chunk) -> bool:
+        for tries in itertools.count(1):
+            try:
+                return pool.evaluate(job, chunk)
+            except RayActorError:
+                if tries == CHUNK_ATTEMPTS:
+                    raise
+
+    with ThreadPoolExecutor(max_workers=pool.placement.workers) as threads:
+        futures = {threads.submit(attempt, c): c for c in chunks}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def _evaluate_chunk(ctx: _Context, chunk: Chunk, jobs: list[tuple[str, str]]) -> bool:

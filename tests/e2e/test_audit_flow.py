@@ -204,3 +204,22 @@ def test_a_worker_killed_mid_shard_ends_with_every_sample_stored_once(canvas_vit
     retried = [(t.name, t.run_count) for t in task_runs(s.flow_run_id) if t.run_count > 1]
     lo = killed["shard"] * 24
     assert retried == [(f"shard-{killed['shard']:04d} [{lo}:{lo + 24})", 2)]
+
+
+def test_the_evaluation_runs_on_the_runs_ray_actors(canvas_vit, ray_cluster, prefect_api, tmp_path):
+    """The downstream evaluation of an audit: every chunk's perturbation and localisation results are committed
+    by the actors that explained the shards (they hold the model), each sample's AUC exactly once."""
+    from flows.downstream import evaluate
+
+    s = run_audit(request(canvas_vit, "builtin:fashion-canvas?n=24", tmp_path / "store", shard_size=8,
+                          methods=["chefer2021", "rollout"]), progress=False, downstream=[evaluate])
+    assert s.status == "completed" and s.shards_run == 3
+    store = Store.open(tmp_path / "store")
+    metrics = store.metrics(run_id=s.run_id).to_pylist()
+    per_sample = Counter((r["method"], r["sample_id"]) for r in metrics
+                         if r["metric"] == "auc_positive" and r["sample_id"] is not None)
+    assert len(per_sample) == 2 * 24 and set(per_sample.values()) == {1}
+    assert {r["metric"] for r in metrics} >= {"auc_negative", "bmeq_otsu", "auprc"}
+    writers = {c["attn_audit_writer"] for c in store.delta("metrics").history() if "attn_audit_writer" in c}
+    chunk_writers = writers - {f"{os.uname().nodename}:{os.getpid()}"}  # the aggregate rows come from the flow
+    assert len(chunk_writers) >= 1 and writers & {r["writer"] for r in store.shards(s.run_id).to_pylist()}
