@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 import models
-from flows import evaluate_commands, report_commands, store_commands
+from flows import compare_commands, evaluate_commands, report_commands, store_commands
 from flows.plan import DEFAULT_BATCH_SIZE
 from flows.prefect_settings import configure_environment
 from storage.datasets import DatasetError
@@ -33,6 +33,7 @@ examples:
   attn-audit audit --model builtin:fashion-vit --data builtin:fashion-canvas --store out/store
   attn-audit explain --model builtin:fashion-vit --data builtin:fashion-canvas --limit 100
   attn-audit explain --model ./my-bert --data jsonl:reviews.jsonl --method chefer2021 --method rollout
+  attn-audit compare --store out/store --run BASELINE_RUN --run NEW_RUN
   attn-audit methods
 """
 
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     store_commands.register(sub)
     evaluate_commands.register(sub)
     report_commands.register(sub)
+    compare_commands.register(sub)
     sub.add_parser("methods", help="list the relevancy methods").set_defaults(handler=_methods)
     return parser
 

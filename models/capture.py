@@ -27,22 +27,24 @@ class CaptureResult:
 
 
 @contextmanager
-def gradient_path(model: torch.nn.Module):
-    """Freeze the weights and make the input embeddings the root of the graph; undo on exit.
+def gradient_path(model: torch.nn.Module, roots: list[torch.nn.Module] | None = None):
+    """Freeze the weights and make the input embeddings (or the given `roots` modules) the root of the
+    graph; undo on exit.
 
-    A model without `get_input_embeddings` keeps its weights trainable: the graph then starts
-    at the weights, which costs memory but gives the same gradients.
+    A model without `get_input_embeddings` and no roots keeps its weights trainable: the graph then
+    starts at the weights, which costs memory but gives the same gradients.
     """
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    trainable = [p for p in model.parameters() if p.requires_grad] if embeddings is not None else []
+    if roots is None:
+        roots = [model.get_input_embeddings()] if hasattr(model, "get_input_embeddings") else []
+    roots = [root for root in roots if root is not None]
+    trainable = [p for p in model.parameters() if p.requires_grad] if roots else []
     for p in trainable:
         p.requires_grad_(False)
-    hook = embeddings.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True)) \
-        if embeddings is not None else None
+    hooks = [root.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True)) for root in roots]
     try:
         yield
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
         for p in trainable:
             p.requires_grad_(True)
@@ -74,10 +76,10 @@ def run_capture(adapter: Adapter, batch: Batch, targets: torch.Tensor | None, wi
                 event.grad = torch.zeros_like(event.attn) if grad is None else grad.detach()
     for event in capture.events:
         event.attn = event.attn.detach()
-    return CaptureResult(logits.detach(), chosen, capture, _nonfinite_samples(logits, capture))
+    return CaptureResult(logits.detach(), chosen, capture, nonfinite_samples(logits, capture))
 
 
-def _nonfinite_samples(logits: torch.Tensor, capture: Capture) -> dict[int, str]:
+def nonfinite_samples(logits: torch.Tensor, capture: Capture) -> dict[int, str]:
     """Samples whose score, attention or gradient is NaN/inf; other samples are unaffected.
 
     One float32 sum per sample and tensor: NaN and ±inf survive a sum, and it is one pass instead

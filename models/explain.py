@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 import torch
 
+from models.adapters.multi_target import MultiTargetAdapter
 from models.batch import Batch
 from models.capture import run_capture
 from models.errors import AttnAuditError, SampleError
+from models.explain_targets import explain_targets
 from models.explanation import Explanation
 from models.loaded import LoadedModel
 from models.methods import finalize_rows, get_method
@@ -36,7 +38,8 @@ def resolve_targets(target: Target, batch: Batch, n_classes: int) -> torch.Tenso
 
 def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer2021",
             target: Target = None) -> list[Explanation]:
-    """Explanations for every sample of `inputs` and every method, sample-major.
+    """Explanations for every sample of `inputs` and every method, sample-major; for models with many
+    targets per sample (detectors, generators) one per (sample, target, method).
 
     Samples that failed preprocessing (collected in `inputs.failures`) or whose pass produced
     NaN/inf come back with `error` set and no maps, so nothing is dropped silently.
@@ -48,6 +51,11 @@ def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer
     if inputs.size == 0:
         return out
     batch = inputs.to(m.device)
+    if isinstance(m.adapter, MultiTargetAdapter):
+        if target is not None:
+            raise AttnAuditError(f"{m.adapter.family} models explain every target they produce (each detection / "
+                                 "generated token); leave target=None")
+        return out + explain_targets(m, batch, names, methods)
     labels = m.label_names
     targets = resolve_targets(target, batch, m.num_classes)
     result = run_capture(m.adapter, batch, targets, any(x.needs_gradients for x in methods), m.precision)

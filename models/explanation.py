@@ -11,7 +11,7 @@ import numpy as np
 class Explanation:
     sample_id: str
     method: str
-    target: int | None  # the explained class index
+    target: int | None  # the explained class index; for many-target models the query / generated position
     target_label: str | None = None
     score: float = float("nan")  # pre-softmax score y_t being explained
     probability: float = float("nan")  # softmax probability of the target
@@ -19,6 +19,8 @@ class Explanation:
     relevance: dict[str, np.ndarray] = field(default_factory=dict)  # image: (h, w); text: (n,)
     tokens: dict[str, list[str]] = field(default_factory=dict)
     special: dict[str, np.ndarray] = field(default_factory=dict)  # True for [CLS], [SEP], ...
+    target_detail: str | None = None  # JSON: what a many-target model's target is (box + class, token + position)
+    note: str | None = None  # not an error: e.g. "no detections" (then no maps), generation hit the length limit
     error: str | None = None  # why this sample has no maps; None when it has
     error_stage: str | None = None  # where it failed: input, decode, target, explain
 

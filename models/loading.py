@@ -15,6 +15,7 @@ from models.errors import ModelLoadError, UnsafeCheckpointError
 from models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassifier
 from models.images import PixelTransform
 from models.loaded import LoadedModel
+from models.regions import REGIONS_FILE, RegionGrid
 from models.zoo import builtin_path
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -88,8 +89,11 @@ def load(ref: str, device: str | torch.device = "auto", precision: str = "float3
             source, config=config, attn_implementation="eager", use_safetensors=True, local_files_only=local,
             trust_remote_code=False)
     resources = {"tokenizer": _tokenizer(source, local), "truncate": truncate, "max_length": max_length}
-    if hasattr(config, "image_size"):
-        resources["transform"] = PixelTransform.for_checkpoint(config, source if local else None)
+    if local:  # region-feature models cut images into the grid their checkpoint names
+        resources["regions"] = RegionGrid.from_folder(source)
+    vision = getattr(config, "vision_config", config)  # dual encoders keep the image size in their vision part
+    if hasattr(vision, "image_size"):
+        resources["transform"] = PixelTransform.for_checkpoint(vision, source if local else None)
     return wrap(model, ref=ref, device=device, precision=precision, **resources)
 
 
@@ -145,7 +149,7 @@ def checkpoint_files(ref: str) -> list[Path] | None:
 
 
 def _weights_and_configs(folder: Path) -> list[Path]:
-    configs = [folder / name for name in ("config.json", HEAD_CONFIG)]
+    configs = [folder / name for name in ("config.json", HEAD_CONFIG, REGIONS_FILE)]
     return sorted(folder.glob("*.safetensors")) + [p for p in configs if p.is_file()]
 
 

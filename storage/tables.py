@@ -65,6 +65,7 @@ PREDICTIONS = pa.schema([
     ("label", pa.string()),
     ("correct", pa.bool_()),
     ("shard_id", pa.int32()),
+    ("target_detail", pa.string()),  # JSON, many-target models: box + class, token position + text, or a note
 ])
 
 ERRORS = pa.schema([
@@ -126,7 +127,8 @@ def explanation_table(explanations, run_id: str, shard_id: int = 0) -> pa.Table:
 
 def prediction_table(explanations, run_id: str, labels: dict[str, object] | None = None,
                      label_names: list[str] | None = None, shard_id: int = 0) -> pa.Table:
-    """One row per (sample, target), from the first method's explanation of it."""
+    """One row per (sample, target), from the first method's explanation of it; a sample of a many-target
+    model with no target (no detections) gets one row with a null target_index and its note in target_detail."""
     labels = labels or {}
     seen, rows = set(), {name: [] for name in PREDICTIONS.names}
     for exp in explanations:
@@ -136,11 +138,13 @@ def prediction_table(explanations, run_id: str, labels: dict[str, object] | None
         seen.add(key)
         label = labels.get(exp.sample_id)
         label_name = label_names[label] if isinstance(label, int) and label_names else label
-        predicted_name = label_names[exp.prediction] if label_names else str(exp.prediction)
+        predicted_name = label_names[exp.prediction] if label_names and exp.prediction is not None \
+            else str(exp.prediction)
         values = dict(run_id=run_id, sample_id=exp.sample_id, target_index=exp.target,
                       target_label=exp.target_label, score=exp.score, probability=exp.probability,
                       prediction=exp.prediction, label=None if label is None else str(label_name),
-                      correct=None if label is None else str(label_name) == predicted_name, shard_id=shard_id)
+                      correct=None if label is None else str(label_name) == predicted_name, shard_id=shard_id,
+                      target_detail=getattr(exp, "target_detail", None))  # duck-typed results may lack it
         for name, value in values.items():
             rows[name].append(value)
     return pa.Table.from_pydict(rows, schema=PREDICTIONS)
@@ -152,3 +156,23 @@ def error_table(failures: list[tuple[str, str, str]], run_id: str, shard_id: int
     return pa.Table.from_pydict({"run_id": [run_id] * len(failures), "sample_id": list(cols[0]),
                                  "stage": list(cols[1]), "message": list(cols[2]),
                                  "shard_id": [shard_id] * len(failures)}, schema=ERRORS)
+
+
+COMPARISONS = pa.schema([  # run_id (a new checkpoint's run) against baseline_run_id (the previous one)
+    ("run_id", pa.string()),
+    ("baseline_run_id", pa.string()),
+    ("comparison_id", pa.string()),  # one computation: same runs, settings and inputs give the same id
+    ("kind", pa.string()),  # sample | maps (mean over samples) | metric_delta | predictions
+    ("method", pa.string()),  # null for kind = predictions
+    ("modality", pa.string()),
+    ("metric", pa.string()),  # spearman | top_k_overlap; an evaluation metric (metric_delta); changed | accuracy
+    ("sample_id", pa.string()),  # kind = sample only
+    ("target_index", pa.int32()),  # the run's target (kind = sample)
+    ("baseline_target_index", pa.int32()),  # the baseline's target: differs where the prediction changed
+    ("value", pa.float64()),  # per sample: the value; aggregates: the mean (of run − baseline for deltas)
+    ("ci_low", pa.float64()),  # bootstrap 95% interval of an aggregate's mean
+    ("ci_high", pa.float64()),
+    ("n", pa.int64()),  # samples behind an aggregate
+    ("details", pa.string()),  # JSON, optional
+    ("created_at", UTC_MICROS),
+])

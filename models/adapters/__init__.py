@@ -1,11 +1,19 @@
 """Topology adapters, one small file per model family."""
 
 from models.adapters.base import Adapter, SampleMaps
+from models.adapters.captioner import CaptionerAdapter
+from models.adapters.clip import ClipAdapter
+from models.adapters.detr import DetrAdapter
+from models.adapters.lxmert import LxmertVqaAdapter
+from models.adapters.seq2seq import Seq2SeqAdapter
 from models.adapters.text_classifier import MeanPoolAdapter, TextClassifierAdapter
+from models.adapters.visual_bert import VisualBertVqaAdapter
 from models.adapters.vit import ViTAdapter
 from models.errors import UnsupportedModelError
 
-ADAPTERS: tuple[type[Adapter], ...] = (ViTAdapter, TextClassifierAdapter, MeanPoolAdapter)
+ADAPTERS: tuple[type[Adapter], ...] = (ViTAdapter, TextClassifierAdapter, MeanPoolAdapter, LxmertVqaAdapter,
+                                       VisualBertVqaAdapter, DetrAdapter, CaptionerAdapter, Seq2SeqAdapter,
+                                       ClipAdapter)
 
 
 def supported_families() -> str:

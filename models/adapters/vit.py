@@ -28,15 +28,7 @@ class ViTAdapter(Adapter):
         self.grid = model.config.image_size // model.config.patch_size
 
     def preprocess(self, samples, errors="raise"):
-        def convert(sample, sid):
-            if "image" not in sample:
-                given = ", ".join(sorted(sample)) or "nothing"
-                raise SampleError(sid, "input", f"this image model needs an 'image'; the sample has {given}")
-            return self.transform(decode_image(sample["image"], sid))
-
-        pixels, ids, failures = collect(samples, convert, errors)
-        tensor = torch.from_numpy(np.stack(pixels)) if pixels else torch.empty(0)
-        return Batch({"pixel_values": tensor}, ids, failures)
+        return image_batch(self.transform, samples, errors)
 
     def run(self, batch):
         out = self.model(pixel_values=batch["pixel_values"], output_attentions=True)
@@ -89,6 +81,19 @@ class ViTAdapter(Adapter):
                      (self.transform.mean, self.transform.std))
         black = (-mean / std).view(1, -1, 1, 1)
         return torch.where(mask, black, pixels)
+
+
+def image_batch(transform: PixelTransform, samples: list[dict], errors: str = "raise") -> Batch:
+    """`pixel_values` of the samples' images; a sample without a usable image is a SampleError."""
+    def convert(sample, sid):
+        if "image" not in sample:
+            given = ", ".join(sorted(sample)) or "nothing"
+            raise SampleError(sid, "input", f"this image model needs an 'image'; the sample has {given}")
+        return transform(decode_image(sample["image"], sid))
+
+    pixels, ids, failures = collect(samples, convert, errors)
+    tensor = torch.from_numpy(np.stack(pixels)) if pixels else torch.empty(0)
+    return Batch({"pixel_values": tensor}, ids, failures)
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """The explanation store: Delta Lake tables (runs, shards, predictions, explanations, errors, metrics,
-perturbation_curves) with provenance, one atomic commit per shard, a read API and SQL through DuckDB.
+perturbation_curves, comparisons) with provenance, one atomic commit per shard, a read API and SQL through DuckDB.
 
     store = Store.open("out/store", create=True)          # or "s3://bucket/prefix", storage_options={...}
     run = store.begin_run(RunSpec(...))                    # same model + data + methods + config → same run_id

@@ -1,6 +1,6 @@
 """SQL over the store with DuckDB: read-only views, offline (no extension is installed or loaded).
 
-Views: runs, shards, predictions, explanations, errors, metrics, perturbation_curves. predictions,
+Views: runs, shards, predictions, explanations, errors, metrics, perturbation_curves, comparisons. predictions,
 explanations and errors only show rows of committed shards: files whose statistics show only committed
 shards are read as they are, other files through a semi-join on `shards`.
 
@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from storage.store.errors import QueryError
-from storage.store.layout import TABLES, VIEW_NAMES
+from storage.store.layout import ADDED_COLUMNS, TABLES, VIEW_NAMES
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}  # DESCRIBE, SHOW, SUMMARIZE, VALUES, FROM-first parse as SELECT
 
@@ -40,6 +40,8 @@ def connect(store, *, native_parquet: bool | None = None) -> duckdb.DuckDBPyConn
         view = "_shards" if name == "shards" else name
         if _use_native(store, table, native_parquet):
             clean, mixed = _split_files(store, table, name, committed) if spec.gated else (table.file_uris(), [])
+            if name in ADDED_COLUMNS:  # files written before those columns lack them: read as NULL
+                con.register(f"_schema_{name}", spec.schema.empty_table())
             parts = [f"SELECT {columns} FROM {_read_parquet(clean, spec)}"] if clean else []
             if mixed:  # files holding rows of uncommitted shards (crashed writers, compacted together)
                 parts.append(f"SELECT x.* FROM (SELECT {columns} FROM {_read_parquet(mixed, spec)}) x {gate}")
@@ -119,8 +121,11 @@ def _split_files(store, table, name: str, committed: dict[str, set[int]]) -> tup
 def _read_parquet(files: list[str], spec) -> str:
     hive_types = ", ".join(f"'{c}': VARCHAR" for c in spec.partition_by)
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return (f"read_parquet([{listed}], hive_partitioning = true, hive_types = {{{hive_types}}}, "
-            "hive_types_autocast = false, union_by_name = true)")
+    files = (f"read_parquet([{listed}], hive_partitioning = true, hive_types = {{{hive_types}}}, "
+             "hive_types_autocast = false, union_by_name = true)")
+    if spec.name in ADDED_COLUMNS:
+        return f"(SELECT * FROM {files} UNION ALL BY NAME SELECT * FROM _schema_{spec.name})"
+    return files
 
 
 def _first_lines(err: Exception, n: int = 3) -> str:

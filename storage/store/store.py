@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Field, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.writer.properties import ColumnProperties
 
@@ -34,7 +34,16 @@ from storage.store.errors import (
     StoreLocationError,
     UnknownRunError,
 )
-from storage.store.layout import SCHEMA_VERSION, SHARD_TABLES, TABLES, description, parse_description
+from storage.store.layout import (
+    ADDED_COLUMNS,
+    ADDED_TABLES,
+    APPEND_TABLES,
+    SCHEMA_VERSION,
+    SHARD_TABLES,
+    TABLES,
+    description,
+    parse_description,
+)
 from storage.store.provenance import canonical_json, code_version
 from storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec, StoredExplanation
 
@@ -124,10 +133,25 @@ class Store:
                 if not self._exists(name):
                     raise
 
+    def _add_missing_columns(self) -> None:
+        for name, columns in ADDED_COLUMNS.items():
+            table = self.delta(name)
+            missing = [c for c in columns if c not in table.schema().to_arrow().names]
+            if not missing:
+                continue
+            try:
+                table.alter.add_columns([Field.from_arrow(TABLES[name].schema.field(c)) for c in missing])
+            except (DeltaError, OSError):  # another process added them at the same moment
+                if any(c not in self.delta(name).schema().to_arrow().names for c in missing):
+                    raise
+
     def _check_tables(self, create: bool) -> None:
         if not self._exists("runs"):
             raise StoreLocationError(f"{self.uri} is not an attn-audit store (no runs table)"
                                      + ("" if create else "; `attn-audit explain --store` creates one"))
+        if not all(self._exists(name) for name in ADDED_TABLES):  # a store written before these tables existed
+            self._create_missing_tables()
+        self._add_missing_columns()
         for name, spec in TABLES.items():
             table = self.delta(name)
             info = parse_description(table.metadata().description)
@@ -272,14 +296,14 @@ class Store:
             "run_id": run_id, "shard_id": shard_id, "start": start, "stop": stop, "samples": stop - start,
             "explained": rows["predictions"].num_rows, "failed": rows["errors"].num_rows,
             "maps": rows["explanations"].num_rows, "committed_at": _now(),
-            "writer": f"{socket.gethostname()}:{os.getpid()}"}], schema=TABLES["shards"].schema)
+            "writer": _writer()}], schema=TABLES["shards"].schema)
         return self._append_once("shards", marker, txn)
 
     def append(self, name: str, rows: pa.Table, *, key: str | None = None) -> bool:
-        """Append rows to `metrics` or `perturbation_curves` in one commit. With a `key` (e.g.
+        """Append rows to `metrics`, `perturbation_curves` or `comparisons` in one commit. With a `key` (e.g.
         "<run_id>:deletion:shard:3") the commit happens at most once: a second call returns False."""
-        if name not in ("metrics", "perturbation_curves"):
-            raise StoreError(f"append() writes metrics or perturbation_curves; {name} is written by "
+        if name not in APPEND_TABLES:
+            raise StoreError(f"append() writes {', '.join(APPEND_TABLES)}; {name} is written by "
                              "begin_run / commit_shard")
         rows = _cast(name, rows)
         run_ids = set(rows["run_id"].to_pylist())

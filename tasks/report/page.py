@@ -1,6 +1,6 @@
 """`write_report`: one static HTML page (+ PNGs beside it) for a run — provenance, results with intervals,
-perturbation curves per modality and test, localisation, example heatmaps. No script, no network: it opens
-offline from the folder."""
+perturbation curves per modality and test, localisation, example heatmaps, and the comparison with a previous
+checkpoint's run where one was made. No script, no network: it opens offline from the folder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pathlib import Path
 from storage.store import Store
 from tasks.evaluate.aggregate import stored_summary
 from tasks.evaluate.specs import metric_spec
+from tasks.report.comparison import comparison_sections
 from tasks.report.examples import Example, draw
+from tasks.report.markup import table as _table
 from tasks.report.plots import line_chart
 
 STYLE = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}table{border-collapse:collapse;"
@@ -20,15 +22,6 @@ STYLE = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}
          "iframe{width:100%;height:8em;border:1px solid #ddd}.note{color:#666}")
 RESULT_COLUMNS = ("metric", "modality", "rank", "method", "mean", "95% interval", "n",
                   "not significantly different from")
-
-
-def _table(header, rows, classes=None) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = []
-    for i, row in enumerate(rows):
-        css = f" class='{classes[i]}'" if classes and classes[i] else ""
-        body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def _results(summary: list[dict], test: str) -> str:
@@ -98,6 +91,7 @@ def write_report(store: Store | str, run_id: str, out: str | Path, examples_per_
     body += [f"<img src='{html.escape(f)}' alt='{html.escape(f)}'>" for f in curves]
     body += ["<h2>Localisation</h2>", _results(summary, "localisation"), "<h2>Sanity check</h2>",
              _results(summary, "sanity"), "<h2>Examples</h2>", _examples(examples)]
+    body += comparison_sections(store, run.run_id, out)  # when the run was compared with a previous checkpoint
     page = out / "index.html"
     page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>attn-audit {html.escape(run.run_id)}"
                     f"</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")

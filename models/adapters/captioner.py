@@ -1,0 +1,41 @@
+"""Image captioners (VisionEncoderDecoderModel with a ViT encoder): each generated token over the image
+patches and the earlier generated tokens."""
+
+from __future__ import annotations
+
+import torch
+
+from models.adapters.base import SampleMaps
+from models.adapters.checkpoint import pixel_transform
+from models.adapters.generation import GenerationAdapter
+from models.adapters.vit import image_batch
+from models.errors import UnsupportedModelError
+from models.images import PixelTransform
+
+
+class CaptionerAdapter(GenerationAdapter):
+    family = "captioner"
+    architectures = ("VisionEncoderDecoderModel",)
+    modalities = ("image", "text")
+    source, target = "image", "text"
+
+    def __init__(self, model, tokenizer=None, transform: PixelTransform | None = None, **resources):
+        super().__init__(model, tokenizer=tokenizer, **resources)
+        vision = model.config.encoder
+        if vision.model_type != "vit":  # the map layout below is ViT's: [CLS], then a square patch grid
+            raise UnsupportedModelError(f"VisionEncoderDecoderModel is supported with a ViT encoder, not "
+                                        f"{vision.model_type!r}")
+        self.transform = transform or pixel_transform(model, vision.image_size, vision.num_channels)
+        self.grid = vision.image_size // vision.patch_size
+
+    def preprocess(self, samples, errors="raise"):
+        return image_batch(self.transform, samples, errors)
+
+    def encoder_inputs(self, batch):
+        return {"pixel_values": batch["pixel_values"]}
+
+    def source_mask(self, batch, n_source):
+        return torch.ones(batch.size, n_source, dtype=torch.bool, device=batch["pixel_values"].device)
+
+    def source_maps(self, row, batch, i):
+        return SampleMaps({"image": row[1:].reshape(self.grid, self.grid)})  # [CLS] first, then the patches

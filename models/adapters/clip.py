@@ -1,0 +1,83 @@
+"""CLIP dual encoder: one (image, text) pair per sample, score = logits_per_image[i, i] (SPEC §1.1).
+
+Each tower is pure self-attention (Eq. 6, no interaction between them): the image map is the vision tower's
+[CLS] row over the patch grid, the text map the row of the token the text tower pools (EOT). The pairs of a
+batch are independent, so one backward pass over the sum of the diagonal serves them all. The score table
+has one column (the pair's similarity): target 0, probability 1; `score` carries the value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.adapters.base import Adapter, SampleMaps
+from models.batch import Batch
+from models.engine.events import AttentionEvent, Capture, Readout
+from models.errors import SampleError
+from models.images import PixelTransform, decode_image
+from models.paired import encode_pairs
+from models.text import TextEncoder, model_max_length
+
+
+class ClipAdapter(Adapter):
+    family = "clip"
+    architectures = ("CLIPModel",)
+    modalities = ("image", "text")
+
+    def __init__(self, model, tokenizer=None, truncate: bool = False, max_length: int | None = None,
+                 transform: PixelTransform | None = None, **resources):
+        super().__init__(model, **resources)
+        if tokenizer is None:
+            raise ValueError("CLIPModel needs its tokenizer (the checkpoint folder has none)")
+        vision = model.config.vision_config
+        self.transform = transform or PixelTransform.for_checkpoint(vision)
+        self.grid = vision.image_size // vision.patch_size
+        self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config.text_config),
+                                   truncate)
+        model.config.num_labels, model.config.id2label = 1, {0: "similarity"}
+
+    def preprocess(self, samples, errors="raise"):
+        def convert(sample, sid):
+            if "image" not in sample or "text" not in sample:
+                raise SampleError(sid, "input", "CLIP explains (image, text) pairs; the sample has "
+                                  f"{', '.join(sorted(sample)) or 'nothing'}")
+            return self.transform(decode_image(sample["image"], sid))
+
+        pixels, text = encode_pairs(samples, convert, self.encoder, errors)
+        tensors = dict(text) | {"pixel_values": torch.from_numpy(np.stack(pixels)) if pixels else torch.empty(0)}
+        return Batch(tensors, text.sample_ids, text.failures, **text.meta)
+
+    def gradient_roots(self) -> list[torch.nn.Module]:
+        """Where the graph starts: the text token embeddings (CLIPModel.get_input_embeddings raises); the image
+        side starts at the pixels, which `run` makes require grad."""
+        return [self.model.text_model.embeddings.token_embedding]
+
+    def eot_index(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The token the text tower pools, by the stock model's own rule."""
+        eos = self.model.config.text_config.eos_token_id
+        if eos == 2:  # checkpoints from before transformers PR #24773: the highest id is EOT
+            return input_ids.argmax(-1)
+        return (input_ids == eos).int().argmax(-1)
+
+    def run(self, batch):
+        pixels = batch["pixel_values"].clone().requires_grad_(torch.is_grad_enabled())
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels,
+                         output_attentions=True)
+        events = [AttentionEvent("self", "image", "image", b, a)
+                  for b, a in enumerate(out.vision_model_output.attentions)]
+        events += [AttentionEvent("self", "text", "text", len(events) + b, a)
+                   for b, a in enumerate(out.text_model_output.attentions)]
+        text_mask = batch["attention_mask"].bool()
+        b, n_image = pixels.shape[0], events[0].attn.shape[-1]
+        masks = {"image": torch.ones(b, n_image, dtype=torch.bool, device=text_mask.device), "text": text_mask}
+        readouts = {"image": Readout.token("image", 0, n_image, b, device=text_mask.device),
+                    "text": Readout.token("text", self.eot_index(batch["input_ids"]), text_mask.shape[1], b,
+                                          device=text_mask.device)}
+        return out.logits_per_image.diagonal()[:, None], Capture(events, masks, readouts)
+
+    def maps(self, rows, batch, i):
+        n = batch.meta["lengths"][i]
+        return SampleMaps({"image": rows["image"][i, 1:].reshape(self.grid, self.grid), "text": rows["text"][i, :n]},
+                          {"text": batch.meta["tokens"][i]}, {"text": batch.meta["special"][i]})
+

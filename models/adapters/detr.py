@@ -1,0 +1,84 @@
+"""DETR object detectors: one target per detection (query above the confidence threshold, its class).
+
+Relevance is read over the encoder's image-feature grid: encoder self-attention (Eq. 6), decoder
+self-attention over the object queries (Eqs. 6–7) and decoder→encoder cross-attention (Eq. 10), readout
+row = the detection's query (SPEC §1.7–1.8).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from models.adapters.base import SampleMaps
+from models.adapters.checkpoint import pixel_transform
+from models.adapters.multi_target import MultiTargetAdapter, Targets
+from models.adapters.vit import image_batch
+from models.engine.events import AttentionEvent, Capture, Readout
+from models.images import PixelTransform
+
+
+class DetrAdapter(MultiTargetAdapter):
+    family = "detr"
+    architectures = ("DetrForObjectDetection",)
+    modalities = ("image",)
+
+    def __init__(self, model, transform: PixelTransform | None = None, threshold: float = 0.5, **resources):
+        super().__init__(model, **resources)
+        channels = getattr(model.config.backbone_config, "num_channels", None) or model.config.num_channels
+        self.transform = transform or pixel_transform(model, None, channels)
+        self.threshold = threshold
+
+    def gradient_roots(self):
+        # DETR has no input embedding: the graph starts at the projected backbone features.
+        return [self.model.model.input_projection]
+
+    def preprocess(self, samples, errors="raise"):
+        return image_batch(self.transform, samples, errors)
+
+    def run(self, batch):
+        grid = []
+        hook = self.model.model.input_projection.register_forward_hook(lambda _m, _i, out: grid.append(out.shape[-2:]))
+        try:
+            out = self.model(pixel_values=batch["pixel_values"], output_attentions=True)
+        finally:
+            hook.remove()
+        batch.meta["grid"], batch.meta["boxes"] = tuple(grid[0]), out.pred_boxes.detach()
+        events = [AttentionEvent("self", "image", "image", layer, a) for layer, a in enumerate(out.encoder_attentions)]
+        block = len(events)
+        for self_attn, cross in zip(out.decoder_attentions, out.cross_attentions):
+            events += [AttentionEvent("self", "query", "query", block, self_attn),
+                       AttentionEvent("cross", "query", "image", block + 1, cross)]
+            block += 2
+        b, n_queries, n_image = out.cross_attentions[0].shape[0], *out.cross_attentions[0].shape[-2:]
+        device = out.logits.device
+        masks = {"image": torch.ones(b, n_image, dtype=torch.bool, device=device),
+                 "query": torch.ones(b, n_queries, dtype=torch.bool, device=device)}
+        return out.logits, Capture(events, masks, {})
+
+    def select_targets(self, batch, logits):
+        """Queries whose best real class (no-object excluded) has probability > threshold."""
+        n_queries, n_scores = logits.shape[1:]
+        best, classes = torch.softmax(logits, -1)[..., :-1].max(-1)
+        sample, query = (best > self.threshold).nonzero(as_tuple=True)
+        cls = classes[sample, query]
+        names = self.label_names
+        height, width = batch["pixel_values"].shape[-2:]
+        boxes = _xyxy(batch.meta["boxes"][sample, query]) * torch.tensor([width, height, width, height],
+                                                                         device=logits.device)
+        details = [{"query": q, "class": c, "label": names[c] if names else None,
+                    "box": [round(v, 2) for v in box], "box_format": "xyxy, model-input pixels"}
+                   for q, c, box in zip(query.tolist(), cls.tolist(), boxes.tolist())]
+        notes = {i: f"no detections: no query's class probability exceeds the threshold {self.threshold}"
+                 for i in range(logits.shape[0]) if not (sample == i).any()}
+        readout = Readout.token("query", query, n_queries, len(query), device=logits.device)
+        return Targets(sample, query * n_scores + cls, {"image": readout}, query.tolist(),
+                       [d["label"] for d in details], cls.tolist(), details, notes)
+
+    def target_maps(self, rows, batch, targets, t):
+        return SampleMaps({"image": rows["image"][t].reshape(batch.meta["grid"])})
+
+
+def _xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """DETR's (centre x, centre y, width, height) in [0, 1] -> (x0, y0, x1, y1)."""
+    centre, size = boxes[..., :2], boxes[..., 2:]
+    return torch.cat([centre - size / 2, centre + size / 2], -1)

@@ -1,0 +1,124 @@
+"""What the region-feature VQA families (LXMERT, VisualBERT) share: a question plus visual regions in, answer
+logits out; text and image maps per sample; perturbation by dropping question tokens or regions.
+
+Batch tensors: the tokenizer's `input_ids`, `attention_mask` (+ `token_type_ids`), and `region_features`
+(B, V, d), `region_boxes` (B, V, 4), `region_mask` (B, V) from `models.regions`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.adapters.base import Adapter, SampleMaps
+from models.batch import Batch
+from models.errors import UnsupportedModelError
+from models.paired import encode_pairs
+from models.regions import RegionGrid, pad_regions, sample_regions
+from models.text import TextEncoder, model_max_length
+
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class RegionVqaAdapter(Adapter):
+    modalities = ("text", "image")
+    perturbation_modes = ("drop",)
+    feature_dim: int  # the model's region feature size, set by the subclass
+    score_name: str  # the output field holding the answer logits
+
+    def __init__(self, model, tokenizer=None, truncate: bool = False, max_length: int | None = None,
+                 regions: RegionGrid | None = None, **resources):
+        super().__init__(model, **resources)
+        if tokenizer is None:
+            raise ValueError(f"{type(model).__name__} needs its tokenizer (the checkpoint folder has none)")
+        self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config), truncate)
+        self.regions = regions
+
+    # -- what a family says
+    def pooled_index(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B,) the question token whose state the answer head reads."""
+        return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
+
+    def forward(self, inputs: dict[str, torch.Tensor], **kwargs):
+        """The stock model's output for text + region inputs (named as in the batch)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def text_inputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in inputs.items() if k in TEXT_INPUTS}
+
+    @staticmethod
+    def graph_inputs(batch: Batch) -> dict[str, torch.Tensor]:
+        """The batch with region features that start the autograd graph when gradients are on: the image
+        stream does not pass through the input embeddings that models.capture makes the graph's root."""
+        feats = batch["region_features"]
+        return dict(batch) | {"region_features": feats.clone().requires_grad_(torch.is_grad_enabled())}
+
+    # -- preprocessing
+    def preprocess(self, samples, errors="raise"):
+        kept, text = encode_pairs(samples, lambda s, sid: sample_regions(s, sid, self.regions, self.feature_dim),
+                                  self.encoder, errors)
+        if not text.sample_ids:
+            return Batch({}, [], text.failures, tokens=[], special=[], lengths=[], grids=[])
+        tensors = {k: v for k, v in text.items() if k in TEXT_INPUTS} | pad_regions(kept)
+        special = [flags.copy() for flags in text.meta["special"]]
+        for flags, n in zip(special, self.pooled_index(tensors["attention_mask"]).tolist()):
+            flags[n] = True  # the pooled token is the readout: reported, flagged, never removed
+        return Batch(tensors, text.sample_ids, text.failures, tokens=text.meta["tokens"], special=special,
+                     lengths=text.meta["lengths"], grids=[r.grid for r in kept])
+
+    # -- reporting
+    def split_rows(self, rows: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+        """Readout rows keyed by reported modality: (B, n_text) and (B, n_regions)."""
+        return rows
+
+    def maps(self, rows, batch, i):
+        rows = self.split_rows(rows, batch)
+        n, k = batch.meta["lengths"][i], int(batch["region_mask"][i].sum())
+        image = rows["image"][i, :k]
+        grid = batch.meta["grids"][i]
+        return SampleMaps({"text": rows["text"][i, :n], "image": image.reshape(grid) if grid else image},
+                          {"text": batch.meta["tokens"][i]}, {"text": batch.meta["special"][i]})
+
+    # -- perturbation: question tokens or regions are dropped from the sequence, order kept
+    def removable_tokens(self, batch, modality):
+        if modality == "image":
+            return batch["region_mask"].bool()
+        if modality != "text":
+            raise UnsupportedModelError(f"{self.family} models have text and image tokens, not {modality!r}")
+        mask = batch["attention_mask"].bool()
+        special = torch.zeros_like(mask)
+        for i, flags in enumerate(batch.meta["special"]):
+            special[i, :len(flags)] = torch.as_tensor(flags, device=mask.device)
+        return mask & ~special
+
+    def perturbed_logits(self, batch, rows, keep, modality, mode="drop"):
+        if mode != "drop":
+            raise ValueError(f"{self.family} perturbation mode must be 'drop', got {mode!r}")
+        inputs = {name: value[rows] for name, value in batch.items()}
+        removable = self.removable_tokens(batch, modality)[rows]
+        if modality == "text":
+            mask = inputs["attention_mask"].bool() & (keep | ~removable)
+            names = [k for k in TEXT_INPUTS if k in inputs and k != "attention_mask"]
+            inputs |= _compact(mask, inputs, names, "attention_mask")
+            inputs["input_ids"] = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0,
+                                                                  self.encoder.tokenizer.pad_token_id or 0)
+        else:
+            mask = removable & keep
+            inputs |= _compact(mask, inputs, ["region_features", "region_boxes"], "region_mask")
+        return getattr(self.forward(inputs), self.score_name)
+
+
+def _compact(kept: torch.Tensor, inputs: dict, names: list[str], mask_name: str) -> dict[str, torch.Tensor]:
+    """The kept positions of `names` moved to the front of each row (order kept), with their new mask. At
+    least one slot stays: a row with nothing kept sees one masked, zero-valued position."""
+    width = max(1, int(kept.sum(1).max()))
+    order = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :width]
+    new_mask = kept.gather(1, order)
+    out = {mask_name: new_mask.long()}
+    for name in names:
+        value = inputs[name]
+        index = order.view(*order.shape, *([1] * (value.dim() - 2))).expand(-1, -1, *value.shape[2:])
+        gathered = value.gather(1, index)
+        out[name] = gathered * new_mask.view(*new_mask.shape, *([1] * (value.dim() - 2))).to(gathered.dtype)
+    return out

@@ -1,0 +1,33 @@
+"""Text seq2seq (BART, T5): each generated token over the source tokens and the earlier generated tokens."""
+
+from __future__ import annotations
+
+from models.adapters.base import SampleMaps
+from models.adapters.generation import GenerationAdapter
+from models.text import TextEncoder, model_max_length
+
+
+class Seq2SeqAdapter(GenerationAdapter):
+    family = "seq2seq"
+    architectures = ("BartForConditionalGeneration", "T5ForConditionalGeneration")
+    modalities = ("source", "target")
+    source, target = "source", "target"
+
+    def __init__(self, model, tokenizer=None, truncate: bool = False, max_length: int | None = None, **resources):
+        super().__init__(model, tokenizer=tokenizer, **resources)
+        # T5 has relative positions: no position-embedding limit, the tokenizer's (or 512) applies.
+        self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config), truncate)
+
+    def preprocess(self, samples, errors="raise"):
+        return self.encoder.encode(samples, errors)
+
+    def encoder_inputs(self, batch):
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def source_mask(self, batch, n_source):
+        return batch["attention_mask"].bool()
+
+    def source_maps(self, row, batch, i):
+        n = batch.meta["lengths"][i]
+        return SampleMaps({"source": row[:n]}, {"source": batch.meta["tokens"][i]},
+                          {"source": batch.meta["special"][i]})

@@ -1,0 +1,40 @@
+"""The audit flow on a many-target model: builtin:fashion-captioner on fashion-caption through real Prefect, real
+Ray and the real store — one predictions row and one map per (sample, generated token), described by
+target_detail, equal to what models.explain gives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import models
+from flows.audit import run_audit
+from flows.plan import AuditRequest
+from storage.datasets import open_dataset
+from storage.store import Store
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+METHODS = ["chefer2021", "raw_attention"]
+
+
+def test_audit_of_the_captioner_stores_one_row_per_generated_token(ray_cluster, prefect_api, tmp_path):
+    data = "builtin:fashion-caption?n=12"
+    s = run_audit(AuditRequest(model="builtin:fashion-captioner", data=data, methods=METHODS,
+                               store=str(tmp_path / "store"), shard_size=6, batch_size=4), progress=False)
+    assert (s.status, s.samples, s.failed, s.shards) == ("completed", 12, 0, 2)
+    store = Store.open(tmp_path / "store")
+    m = models.load("builtin:fashion-captioner", device="cpu")
+    dataset = open_dataset(data)
+    direct = [e for lo in range(0, 12, 4)
+              for e in models.explain(m, m.preprocess([dataset[i] for i in range(lo, lo + 4)]), method=METHODS)]
+    preds = {(p["sample_id"], p["target_index"]): p for p in store.predictions(run_id=s.run_id).to_pylist()}
+    assert len(preds) == s.explained == len(direct) // len(METHODS) > 12
+    stored = {(e.sample_id, e.target, e.method): e for e in store.load_explanations(s.run_id)}
+    for exp in direct:
+        row = preds[exp.sample_id, exp.target]
+        assert row["target_label"] == exp.target_label and json.loads(row["target_detail"])["position"] == exp.target
+        got = stored[exp.sample_id, exp.target, exp.method]
+        for modality in ("image", "text"):
+            np.testing.assert_allclose(got.relevance[modality], exp.relevance[modality], atol=1e-6)
