@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from flows.prefect_settings import configure_environment
 
-    configure_environment()  # before Prefect is imported
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"  # a serving process shows its flow runs' logs
+    configure_environment(verbose=True)  # before Prefect is imported; a serving process shows its runs' logs
     from prefect import serve
 
     serve(*deployments(args))

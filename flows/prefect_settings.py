@@ -30,7 +30,7 @@ def configure_environment(verbose: bool = False) -> None:
         os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(STARTUP_TIMEOUT_S)
     # Prefect's console handler only: flow and task run logs still reach the Prefect API (the UI shows them)
     if verbose:
-        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "0"
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
     else:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 

@@ -30,7 +30,7 @@ from storage.store import RunInfo, Store
 from storage.tables import COMPARISONS
 from tasks.compare.maps import comparable, rank_correlation, top_k, top_k_overlap
 from tasks.compare.stored import ComparisonSummary, load_comparison
-from tasks.evaluate.aggregate import _current as current_sample_metrics  # per-sample rows of given settings
+from tasks.evaluate.aggregate import current_sample_rows
 from tasks.evaluate.settings import EvalSettings
 from tasks.evaluate.specs import metric_spec
 from tasks.evaluate.stats import bootstrap_ci, paired_difference
@@ -146,7 +146,7 @@ def _delta_rows(store: Store, a: RunInfo, b: RunInfo, methods: list[str], pairs:
     evaluation = EvalSettings()
 
     def per_sample(run: RunInfo) -> dict[tuple, float]:
-        rows = current_sample_metrics(store.metrics(run_id=run.run_id), evaluation).to_pylist()
+        rows = current_sample_rows(store.metrics(run_id=run.run_id), evaluation).to_pylist()
         return {(r["method"], r["metric"], r["modality"], r["sample_id"], r["target_index"]): r["value"]
                 for r in rows if r["method"] in methods}
 

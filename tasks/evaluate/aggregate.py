@@ -27,7 +27,7 @@ SAMPLE_KEY = ["method", "metric", "modality", "sample_id", "target_index"]
 CURVE_KEY = ["method", "modality", "perturbation", "step", "fraction"]
 
 
-def _current(table: pa.Table, settings: EvalSettings) -> pa.Table:
+def current_sample_rows(table: pa.Table, settings: EvalSettings) -> pa.Table:
     """Per-sample rows written under the current settings, one per (method, metric, modality, sample, target)."""
     rows = table.filter(pc.and_(pc.is_valid(table["sample_id"]), _current_digest(table, settings)))
     # the same sample evaluated twice (overlapping --limit chunks) counts once
@@ -95,7 +95,7 @@ def dataset_curves(store: Store, run_id: str) -> pa.Table:
 
 def aggregate_run(store: Store, run_id: str, settings: EvalSettings) -> tuple[list[dict], pa.Table]:
     """Compute and store (once per distinct input) the aggregate metric rows and the dataset curves."""
-    samples = _current(store.metrics(run_id=run_id), settings)
+    samples = current_sample_rows(store.metrics(run_id=run_id), settings)
     summary = metric_summary(samples, settings)
     curves = dataset_curves(store, run_id)
     key = f"{run_id}:evaluate:aggregate:{settings.digest('aggregate')}:{_digest(samples, curves)}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from storage.store import Store, render
 from tasks.compare import ComparisonSummary, comparisons_of
-from tasks.report.examples import _image, _safe
+from tasks.report.examples import file_safe, sample_image
 from tasks.report.markup import table as _table
 
 
@@ -52,8 +52,8 @@ def _pictures(store: Store, c: ComparisonSummary, out: Path) -> list[str]:
         if not before or not after:
             continue
         caption = f"{r['method']} · sample {r['sample_id']} · rho {_num(r.get('spearman'))}"
-        name = f"compare/{_safe(c.baseline_run_id)}-{r['method']}-{_safe(r['sample_id'])}.png"
-        render.image_panels(_image(store, run, r["sample_id"]),
+        name = f"compare/{file_safe(c.baseline_run_id)}-{r['method']}-{file_safe(r['sample_id'])}.png"
+        render.image_panels(sample_image(store, run, r["sample_id"]),
                             [("baseline", before[0].relevance["image"]), ("this run", after[0].relevance["image"])],
                             caption).save(out / name)
         figures.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(caption)}'>"

@@ -54,10 +54,10 @@ def draw(store: Store, run_id: str, out: Path, per_side: int = 1) -> list[Exampl
         exps = store.load_explanations(run.run_id, method=method, sample_ids=[sid])
         if not exps:
             continue
-        exp, stem = exps[0], f"examples/{method}-{kind}-{_safe(sid)}"
+        exp, stem = exps[0], f"examples/{method}-{kind}-{file_safe(sid)}"
         caption = f"{method} · {kind} by {metric} = {value:.2f} · sample {sid}"
         if "image" in exp.relevance:
-            render.image_panels(_image(store, run, sid), [(method, exp.relevance["image"])], caption).save(
+            render.image_panels(sample_image(store, run, sid), [(method, exp.relevance["image"])], caption).save(
                 out / f"{stem}.png")
             examples.append(Example(method, sid, kind, metric, value, f"{stem}.png"))
         if "text" in exp.relevance:
@@ -68,7 +68,7 @@ def draw(store: Store, run_id: str, out: Path, per_side: int = 1) -> list[Exampl
     return examples
 
 
-def _image(store: Store, run, sample_id: str):
+def sample_image(store: Store, run, sample_id: str):
     """The input image from the run's dataset (searched in the sample's shard), or None."""
     shard = store.sample_shard(run.run_id, sample_id)
     try:
@@ -81,5 +81,5 @@ def _image(store: Store, run, sample_id: str):
     return None
 
 
-def _safe(text: str) -> str:
+def file_safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:60]
