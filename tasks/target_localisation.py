@@ -7,8 +7,8 @@
   the map resized to the image, an Otsu threshold, the mask's IoU with the object's mask, and the average
   precision of the pixel ranking.
 
-Not wired into the audit's evaluation yet: that needs `target_detail` on stored explanations (the store's
-StoredExplanation) and a branch in tasks/evaluate/localisation_job.py calling `target_scores`.
+Called by the evaluation's localisation job (tasks/evaluate/localisation_job.py) for explanations whose stored
+`target_detail` names a caption position or a box.
 """
 
 from __future__ import annotations

@@ -92,6 +92,7 @@ class StoredExplanation:
     probability: float = float("nan")
     prediction: int | None = None
     label: str | None = None
+    target_detail: str | None = None  # JSON: what a many-target model's target is (box + class, token)
     relevance: dict[str, np.ndarray] = field(default_factory=dict)
     tokens: dict[str, list[str]] = field(default_factory=dict)
     special: dict[str, np.ndarray] = field(default_factory=dict)

@@ -427,7 +427,7 @@ class Store:
                     run_id=run_id, sample_id=row["sample_id"], method=row["method"], target=row["target_index"],
                     target_label=pred.get("target_label"), score=_or_nan(pred.get("score")),
                     probability=_or_nan(pred.get("probability")), prediction=pred.get("prediction"),
-                    label=pred.get("label"))
+                    label=pred.get("label"), target_detail=pred.get("target_detail"))
             exp, modality_name = out[key], row["modality"]
             exp.relevance[modality_name] = values[offsets[i]:offsets[i + 1]].astype(np.float32).reshape(row["shape"])
             if row["tokens"] is not None:

@@ -2,10 +2,13 @@
 
 Per map and modality: BMEQ in the three threshold modes, AUPRC and the pointing game; `combined` rows hold the
 BMEQ mean over the modalities a sample has ground truth for. Samples without ground truth (or with an empty
-one) are skipped and counted in notes, never an error.
+one) are skipped and counted in notes, never an error. A target of a many-target model (a caption word, a
+detection: its `target_detail`) is scored against the object it stands for (tasks/target_localisation.py).
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -14,6 +17,7 @@ from tasks.evaluate.localisation import THRESHOLD_MODES, localisation_scores
 from tasks.evaluate.notes import Notes
 from tasks.evaluate.rows import Rows
 from tasks.evaluate.settings import EvalSettings
+from tasks.target_localisation import target_scores
 
 
 def localisation_rows(samples: dict[str, dict], exps: list, method: str, settings: EvalSettings, metrics: Rows,
@@ -25,15 +29,11 @@ def localisation_rows(samples: dict[str, dict], exps: list, method: str, setting
             notes.add(method, None, "localisation", "sample or map unavailable")
             continue
         bmeq_by_modality = []
+        detail = json.loads(exp.target_detail) if getattr(exp, "target_detail", None) else None
         for modality, relevance in exp.relevance.items():
-            found = candidates_and_truth(sample, modality, relevance, exp.tokens.get(modality),
-                                         exp.special.get(modality))
-            if isinstance(found, str):
-                notes.add(method, modality, "localisation", found)
-                continue
-            scores = localisation_scores(*found, tau=settings.tau, top_k=settings.top_k, alpha=settings.alpha)
-            if not scores:
-                notes.add(method, modality, "localisation", "empty ground truth")
+            scores = _scores(sample, exp, modality, relevance, detail, settings)
+            if isinstance(scores, str):
+                notes.add(method, modality, "localisation", scores)
                 continue
             bmeq_by_modality.append(scores)
             for metric, value in scores.items():
@@ -43,3 +43,16 @@ def localisation_rows(samples: dict[str, dict], exps: list, method: str, setting
             value = float(np.mean([s[f"bmeq_{mode}"] for s in bmeq_by_modality]))
             metrics.add(method=method, metric=f"bmeq_{mode}", modality="combined", sample_id=exp.sample_id,
                         target_index=exp.target, value=value, details=details)
+
+
+def _scores(sample: dict, exp, modality: str, relevance, detail: dict | None, settings: EvalSettings) -> dict | str:
+    """The metrics of one map, or why it has none."""
+    knobs = dict(tau=settings.tau, top_k=settings.top_k, alpha=settings.alpha)
+    if detail is not None and ("position" in detail or "box" in detail):
+        if modality != "image":
+            return "no ground truth for a target's map over earlier tokens"
+        return target_scores(sample, relevance, detail, **knobs)
+    found = candidates_and_truth(sample, modality, relevance, exp.tokens.get(modality), exp.special.get(modality))
+    if isinstance(found, str):
+        return found
+    return localisation_scores(*found, **knobs) or "empty ground truth"

@@ -46,6 +46,10 @@ def perturbation_rows(m, batch, samples: dict[str, dict], exps: list, method: st
         if not items:
             continue
         mode, fractions = settings.mode_for(modality), settings.steps_for(modality)
+        if mode not in m.adapter.perturbation_modes:
+            notes.add(method, modality, "perturbation", f"not available for {m.adapter.family} models "
+                      f"(their adapter cannot remove {modality} tokens)", len(items))
+            continue
         result = _curves(m, batch, modality, items, position, fractions, mode, max_rows, notes, method)
         for item, probs, scores, preds in result:
             reference, against = _reference(m, samples[item.sample_id], item)

@@ -14,6 +14,7 @@ from flows.audit import run_audit
 from flows.plan import AuditRequest
 from storage.datasets import open_dataset
 from storage.store import Store
+from tasks.evaluate import EvalSettings, evaluate_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 METHODS = ["chefer2021", "raw_attention"]
@@ -38,3 +39,11 @@ def test_audit_of_the_captioner_stores_one_row_per_generated_token(ray_cluster, 
         got = stored[exp.sample_id, exp.target, exp.method]
         for modality in ("image", "text"):
             np.testing.assert_allclose(got.relevance[modality], exp.relevance[modality], atol=1e-6)
+
+    # The evaluation scores each generated word's image map against its cell (word k <-> cell k), per token.
+    summary = evaluate_run(store, s.run_id, device="cpu", settings=EvalSettings(resamples=100))
+    pointing = [r for r in store.metrics(run_id=s.run_id).to_pylist()
+                if r["metric"] == "pointing_game" and r["sample_id"] is not None and r["method"] == "chefer2021"]
+    assert {(r["sample_id"], r["target_index"]) for r in pointing} == {k for k in preds if k[1] is not None}
+    assert np.mean([r["value"] for r in pointing]) > 0.6  # a random map points into the right cell 1 time in 4
+    assert any("not available for captioner models" in n for n in summary.notes)
