@@ -61,7 +61,7 @@ def run_capture(adapter: Adapter, batch: Batch, targets: torch.Tensor | None, wi
                 precision: str = "float32") -> CaptureResult:
     """Run the model; `targets` None (or a -1 entry) means the sample's predicted class."""
     device = next(adapter.model.parameters()).device
-    grad_ctx = gradient_path(adapter.model) if with_gradients else nullcontext()
+    grad_ctx = gradient_path(adapter.model, adapter.gradient_roots()) if with_gradients else nullcontext()
     with torch.set_grad_enabled(with_gradients), grad_ctx, _autocast(device, precision):
         logits, capture = adapter.run(batch)
         logits = logits.float()

@@ -1,5 +1,6 @@
 """What train_fashion_visualbert.py and train_fashion_lxmert.py share: fashion-vqa as tensors, the word-level
 tokenizer, the seeded training loop and the checkpoint folder (safetensors, vocab, regions.json, training.json).
+train_fashion_clip.py uses its tokenizer, schedule, per-epoch data and command line.
 
 The model is fed through its attn-audit adapter (`adapter.forward`), so training sees exactly the inputs that
 explaining will: the same tokenizer, the same grid-cell region features.
@@ -53,6 +54,26 @@ def _rows(tensors: dict, idx) -> dict:
     return {k: v[idx] for k, v in tensors.items() if k != "labels"}
 
 
+def optimizer_and_schedule(model, args):
+    """AdamW; the learning rate warms up linearly over 5% of the steps, then decays to 0 on a cosine."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    steps = args.epochs * math.ceil(args.train_n / args.batch_size)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    return optimizer, schedule
+
+
+def epoch_data(args, train_sets: list, make):
+    """Each epoch's training tensors: fresh scenes every epoch with --fresh-data (more variety, same cost),
+    else the first set's, made once."""
+    data = None
+    for epoch in range(args.epochs):
+        if data is None or args.fresh_data:
+            data = make(train_sets[epoch if args.fresh_data else 0])
+        yield data
+
+
 @torch.no_grad()
 def accuracy(adapter, tensors, batch_size=500) -> float:
     adapter.model.eval()
@@ -78,16 +99,9 @@ def train(args, build_model, grid: RegionGrid) -> dict:
     model = build_model(len(tokenizer), labels, grid.feature_dim)
     adapter = adapter_class(type(model).__name__)(model, tokenizer=tokenizer, regions=grid)
     test = vqa_tensors(test_set, tokenizer, grid)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    steps = args.epochs * math.ceil(args.train_n / args.batch_size)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    optimizer, schedule = optimizer_and_schedule(model, args)
     generator = torch.Generator().manual_seed(args.seed)
-    data = None
-    for epoch in range(args.epochs):
-        if data is None or args.fresh_data:  # fresh grids and questions each epoch: more variety, same cost
-            data = vqa_tensors(train_sets[epoch if args.fresh_data else 0], tokenizer, grid)
+    for epoch, data in enumerate(epoch_data(args, train_sets, lambda d: vqa_tensors(d, tokenizer, grid))):
         model.train()
         order = torch.randperm(len(data["labels"]), generator=generator)
         for i in range(0, len(order), args.batch_size):

@@ -46,8 +46,15 @@ class Adapter:
     def maps(self, rows: dict[str, np.ndarray], batch: Batch, i: int) -> SampleMaps:
         raise NotImplementedError
 
+    def gradient_roots(self) -> list[torch.nn.Module] | None:
+        """Modules whose outputs start the gradient graph; None: the model's input embeddings."""
+        return None
+
     # Perturbation tests (models.perturbation): token positions are those of the modality's flat map.
     perturbation_modes: ClassVar[tuple[str, ...]] = ()  # e.g. ("drop", "zero"); empty: not supported
+    # Modalities whose tokens are regions, perturbed with the text/region step fractions (SPEC §3), not the
+    # patch steps that an "image" modality of patches gets.
+    region_modalities: ClassVar[tuple[str, ...]] = ()
 
     def removable_tokens(self, batch: Batch, modality: str) -> torch.Tensor:
         """bool (B, L): the map positions of `modality` a perturbation test may remove (never special tokens

@@ -23,6 +23,7 @@ TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 class RegionVqaAdapter(Adapter):
     modalities = ("text", "image")
     perturbation_modes = ("drop",)
+    region_modalities = ("image",)
     feature_dim: int  # the model's region feature size, set by the subclass
     score_name: str  # the output field holding the answer logits
 

@@ -45,10 +45,11 @@ def perturbation_rows(m, batch, samples: dict[str, dict], exps: list, method: st
                   len(exps) - len(items))
         if not items:
             continue
-        mode, fractions = settings.mode_for(modality), settings.steps_for(modality)
+        mode = settings.mode_for(modality)
+        fractions = settings.default_steps if modality in m.adapter.region_modalities else settings.steps_for(modality)
         if mode not in m.adapter.perturbation_modes:
-            notes.add(method, modality, "perturbation", f"not available for {m.adapter.family} models "
-                      f"(their adapter cannot remove {modality} tokens)", len(items))
+            notes.add(method, modality, "perturbation", f"mode {mode!r} is not available for {m.adapter.family} "
+                      f"models (modes: {', '.join(m.adapter.perturbation_modes) or 'none'})", len(items))
             continue
         result = _curves(m, batch, modality, items, position, fractions, mode, max_rows, notes, method)
         for item, probs, scores, preds in result:

@@ -247,3 +247,27 @@ def test_over_long_question_is_refused_or_truncated(kind_and_model):
     truncating = tiny_bimodal.wrapped(kind, truncate=True)
     exp = models.explain(truncating, truncating.preprocess([long]))[0]
     assert exp.ok and len(exp.relevance["text"]) == 32 and exp.tokens["text"][-1] == "[SEP]"
+
+
+def test_precomputed_regions_read_from_a_jsonl_file_give_the_maps_of_the_in_memory_samples(tmp_path):
+    """Users' own region features travel through `jsonl:` (and csv/parquet) as `region_features` /
+    `region_boxes` columns; a malformed cell is an error naming its row."""
+    import json
+
+    from storage.datasets import SampleError, open_dataset
+
+    given = [s for s in tiny_bimodal.samples(6) if "region_features" in s]
+    rows = [{"id": s["id"], "text": s["text"], "region_features": s["region_features"].tolist(),
+             "region_boxes": s["region_boxes"].tolist()} for s in given]
+    rows.append({"id": "bad", "text": "a question", "region_features": [[1.0, 2.0], [3.0]], "region_boxes": []})
+    path = tmp_path / "regions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = open_dataset(f"jsonl:{path}")
+    m = tiny_bimodal.wrapped("lxmert")
+    read = models.explain(m, m.preprocess([data[i] for i in range(len(given))]), method="chefer2021")
+    direct = models.explain(m, m.preprocess(given), method="chefer2021")
+    for a, b in zip(read, direct, strict=True):
+        for modality in ("text", "image"):
+            np.testing.assert_allclose(a.relevance[modality], b.relevance[modality], atol=1e-6)
+    with pytest.raises(SampleError, match=r"bad.*region_features must be a non-empty \(n, d\) list"):
+        data[len(given)]

@@ -8,15 +8,12 @@ import pytest
 
 import models
 from models.perturbation import perturbation_curves
-from models.zoo import ZOO_DIR
 from storage.datasets import open_dataset
 from tasks.evaluate.ground_truth import mask_on_grid
 from tasks.evaluate.perturbation_job import auc
 from tasks.evaluate.settings import IMAGE_STEPS
 
 N = 64
-pytestmark = pytest.mark.skipif(not (ZOO_DIR / "fashion-vit" / "config.json").is_file(),
-                                reason="builtin:fashion-vit is not trained yet")
 
 
 def positive_aucs(m, samples, maps, mode):

@@ -11,6 +11,8 @@ from PIL import Image, UnidentifiedImageError
 # Columns with a meaning; other columns are ignored, except unknown "gt_*" columns, which are refused so
 # that a misspelt ground-truth column cannot vanish unnoticed.
 MODALITY_COLUMNS = ("image", "text")
+# Precomputed visual regions for region-feature models (LXMERT, VisualBERT): (n, d) features, (n, 4) boxes.
+REGION_COLUMNS = {"region_features": None, "region_boxes": 4}
 GROUND_TRUTH_COLUMNS = {"gt_text_tokens": "text_tokens", "gt_image_mask": "image_mask"}
 
 
@@ -27,6 +29,9 @@ def build_sample(record: dict, sample_id: str, columns: set[str], base_dir: Path
         sample["text"] = text_value(record.get("text"))
     if "label" in columns:
         sample["label"] = label_value(record.get("label"))
+    for column, width in REGION_COLUMNS.items():
+        if record.get(column) is not None:
+            sample[column] = number_matrix(record[column], column, width)
     ground_truth = {}
     if record.get("gt_text_tokens") is not None:
         ground_truth["text_tokens"] = token_list(record["gt_text_tokens"])
@@ -83,6 +88,20 @@ def label_value(value) -> int | str | None:
     if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise RowProblem(f"label must be an integer or a string, got {_describe(value)}")
+
+
+def number_matrix(value, column: str, width: int | None) -> np.ndarray:
+    """float32 (n, d) from a list of equal-length lists of numbers (d = `width` when given)."""
+    rows = value.tolist() if isinstance(value, np.ndarray) else value
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, list) and r for r in rows) \
+            or len({len(r) for r in rows}) != 1 or (width is not None and len(rows[0]) != width) \
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for r in rows for v in r):
+        shape = f"(n, {width})" if width else "(n, d)"
+        raise RowProblem(f"{column} must be a non-empty {shape} list of lists of numbers, got {_describe(value)}")
+    matrix = np.asarray(rows, dtype=np.float32)
+    if not np.isfinite(matrix).all():
+        raise RowProblem(f"{column} contains NaN or infinite values")
+    return matrix
 
 
 def token_list(value) -> list[int]:

@@ -15,7 +15,8 @@ _INTEGER = re.compile(r"-?\d+")
 
 class CsvDataset(TabularDataset):
     """UTF-8 (a byte-order mark is allowed). An empty cell is a missing value. Labels are integers when
-    every non-empty label is one, else strings. `gt_text_tokens` is a JSON list ("[3, 4]");
+    every non-empty label is one, else strings. `gt_text_tokens` is a JSON list ("[3, 4]"), `region_features` /
+    `region_boxes` JSON lists of lists;
     `gt_image_mask` is a JSON list of lists or a mask image path.
     """
 
@@ -65,8 +66,9 @@ class CsvDataset(TabularDataset):
         record = {name: cell or None for name, cell in zip(self._header, cells, strict=True)}
         if record.get("label") is not None and self._integer_labels:
             record["label"] = int(record["label"])
-        if record.get("gt_text_tokens") is not None:
-            record["gt_text_tokens"] = _json_cell(record["gt_text_tokens"], "gt_text_tokens")
+        for column in ("gt_text_tokens", "region_features", "region_boxes"):
+            if record.get(column) is not None:
+                record[column] = _json_cell(record[column], column)
         mask = record.get("gt_image_mask")
         if mask is not None and mask.lstrip().startswith("["):
             record["gt_image_mask"] = _json_cell(mask, "gt_image_mask")
