@@ -56,11 +56,15 @@ def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    train_set = FashionCanvas(split=args.train_split, n=args.train_n, seed=args.seed)
+    canvas_seed = args.seed if args.canvas_seed is None else args.canvas_seed
+    train_set = FashionCanvas(split=args.train_split, n=args.train_n, seed=canvas_seed)
     test_set = FashionCanvas(split="test", n=args.test_n, seed=args.seed)
     x_train, y_train = arrays(train_set)
     x_test, y_test = arrays(test_set)
-    model = build_model(train_set.label_names)
+    # --init continues from a checkpoint of this script (a second cosine cycle), recording the first run's report
+    model = transformers.ViTForImageClassification.from_pretrained(args.init, use_safetensors=True) if args.init \
+        else build_model(train_set.label_names)
+    previous = json.loads((Path(args.init) / "training.json").read_text()) if args.init else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     steps = args.epochs * math.ceil(len(y_train) / args.batch_size)
     warmup = max(1, steps // 20)
@@ -69,7 +73,7 @@ def train(args) -> dict:
     generator = torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
         if args.fresh_canvases and epoch > 0:  # same items, new placements and clutter: translation diversity
-            x_train, y_train = arrays(FashionCanvas(split=args.train_split, n=args.train_n, seed=args.seed + epoch))
+            x_train, y_train = arrays(FashionCanvas(split=args.train_split, n=args.train_n, seed=canvas_seed + epoch))
         model.train()
         order = torch.randperm(len(y_train), generator=generator)
         for i in range(0, len(order), args.batch_size):
@@ -91,11 +95,13 @@ def train(args) -> dict:
         "command": "python " + " ".join(sys.argv), "seconds": round(time.perf_counter() - started, 1),
         "train": train_set.ref, "test": test_set.ref, "test_accuracy": round(test_accuracy, 4),
         "epochs": args.epochs, "fresh_canvases": args.fresh_canvases, "batch_size": args.batch_size,
-        "lr": args.lr, "seed": args.seed,
+        "lr": args.lr, "seed": args.seed, "canvas_seed": canvas_seed,
         "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
         "transformers": transformers.__version__, "machine": f"{platform.machine()}, {args.threads} threads",
         "date": date.today().isoformat(),
     }
+    if previous is not None:
+        report["continued_from"] = previous
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -113,6 +119,10 @@ def main(argv=None) -> None:
     p.add_argument("--train-split", default="train", choices=("train", "test"),
                    help="Fashion-MNIST items to paste: train (the full set, from Debian's dataset-fashion-mnist) "
                    "or test (the bundled subset; only for --smoke)")
+    p.add_argument("--init", help="continue from a checkpoint folder this script wrote (its training.json is kept "
+                   "in the new one); the learning rate schedule starts again")
+    p.add_argument("--canvas-seed", type=int, help="seed of the first epoch's training canvases (default --seed; "
+                   "give a continued run new ones)")
     p.add_argument("--fresh-canvases", action="store_true",
                    help="draw new canvases (placements, clutter) every epoch instead of reusing epoch 1's")
     p.add_argument("--smoke", action="store_true",
