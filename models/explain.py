@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import torch
@@ -63,10 +64,12 @@ def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer
             for name, x in zip(names, methods)}
     probs = torch.softmax(result.logits, -1).cpu()
     logits, chosen, predicted = result.logits.cpu(), result.targets.cpu().tolist(), result.logits.argmax(-1).tolist()
+    notes = batch.meta.get("notes") or [None] * batch.size  # e.g. a truncated text
     for i, sid in enumerate(batch.sample_ids):
         t = chosen[i]
         common = dict(target=t, target_label=labels[t] if labels else None, score=float(logits[i, t]),
-                      probability=float(probs[i, t]), prediction=predicted[i])
+                      probability=float(probs[i, t]), prediction=predicted[i], note=notes[i],
+                      target_detail=json.dumps({"note": notes[i]}) if notes[i] else None)
         for name in names:
             if i in result.nonfinite:
                 out.append(Explanation(sid, name, error=result.nonfinite[i], error_stage="explain", **common))

@@ -46,12 +46,16 @@ class TextEncoder:
     def encode(self, samples: list[dict], errors: str = "raise") -> Batch:
         texts, ids, failures = collect(samples, self._check, errors)
         if not texts:
-            return Batch({}, [], failures, tokens=[], special=[], lengths=[])
+            return Batch({}, [], failures, tokens=[], special=[], lengths=[], notes=[])
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="pt", return_special_tokens_mask=True)
         lengths = enc["attention_mask"].sum(1).tolist()
+        # What truncation cut, per sample (None: whole text), so each explanation can say so.
+        full = [len(x) for x in self.tokenizer(texts, truncation=False)["input_ids"]] if self.truncate else lengths
+        notes = [f"text truncated to the model's {self.max_length} tokens (it has {n}): the maps cover the first "
+                 "part" if n > self.max_length else None for n in full]
         ids_list = enc["input_ids"].tolist()
         tokens = [self.tokenizer.convert_ids_to_tokens(row[:n]) for row, n in zip(ids_list, lengths)]
         special = [np.asarray(row[:n], dtype=bool) for row, n in zip(enc["special_tokens_mask"].tolist(), lengths)]
         tensors = {k: enc[k] for k in self.tokenizer.model_input_names if k in enc}
-        return Batch(tensors, ids, failures, tokens=tokens, special=special, lengths=lengths)
+        return Batch(tensors, ids, failures, tokens=tokens, special=special, lengths=lengths, notes=notes)

@@ -65,7 +65,7 @@ PREDICTIONS = pa.schema([
     ("label", pa.string()),
     ("correct", pa.bool_()),
     ("shard_id", pa.int32()),
-    ("target_detail", pa.string()),  # JSON, many-target models: box + class, token position + text, or a note
+    ("target_detail", pa.string()),  # JSON: box + class, token position + text; {"note": ...} (e.g. a truncated text)
 ])
 
 ERRORS = pa.schema([

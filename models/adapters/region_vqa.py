@@ -60,13 +60,13 @@ class RegionVqaAdapter(Adapter):
         kept, text = encode_pairs(samples, lambda s, sid: sample_regions(s, sid, self.regions, self.feature_dim),
                                   self.encoder, errors)
         if not text.sample_ids:
-            return Batch({}, [], text.failures, tokens=[], special=[], lengths=[], grids=[])
+            return Batch({}, [], text.failures, tokens=[], special=[], lengths=[], grids=[], notes=[])
         tensors = {k: v for k, v in text.items() if k in TEXT_INPUTS} | pad_regions(kept)
         special = [flags.copy() for flags in text.meta["special"]]
         for flags, n in zip(special, self.pooled_index(tensors["attention_mask"]).tolist()):
             flags[n] = True  # the pooled token is the readout: reported, flagged, never removed
         return Batch(tensors, text.sample_ids, text.failures, tokens=text.meta["tokens"], special=special,
-                     lengths=text.meta["lengths"], grids=[r.grid for r in kept])
+                     lengths=text.meta["lengths"], grids=[r.grid for r in kept], notes=text.meta["notes"])
 
     # -- reporting
     def split_rows(self, rows: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:

@@ -1,11 +1,14 @@
 """Bad input gets a clear error naming the sample or the argument; one bad sample spoils nothing else."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 import transformers as T
 
 import models
+from storage.tables import prediction_table
 from tests import tiny_models
 
 
@@ -57,7 +60,9 @@ def test_empty_and_over_long_texts(bert):
         bert.preprocess([long])
     truncating = models.wrap(bert.model, tokenizer=bert.adapter.encoder.tokenizer, device="cpu", truncate=True)
     exp = models.explain(truncating, truncating.preprocess([long]))[0]
-    assert exp.ok and len(exp.relevance["text"]) == 64
+    assert exp.ok and len(exp.relevance["text"]) == 64 and "truncated to the model's 64 tokens (it has 202)" in exp.note
+    row = prediction_table([exp], "r").to_pylist()[0]  # the note reaches the store with the prediction
+    assert json.loads(row["target_detail"]) == {"note": exp.note}
 
 
 def test_target_out_of_range_names_the_argument_or_the_sample(vit):

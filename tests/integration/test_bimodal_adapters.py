@@ -245,8 +245,11 @@ def test_over_long_question_is_refused_or_truncated(kind_and_model):
     with pytest.raises(models.SampleError, match=r"'long'.*42 tokens.*at most 32.*--truncate"):
         m.preprocess([long])
     truncating = tiny_bimodal.wrapped(kind, truncate=True)
-    exp = models.explain(truncating, truncating.preprocess([long]))[0]
+    short = {**long, "id": "short", "text": "a cat"}
+    exp, other = models.explain(truncating, truncating.preprocess([long, short]))
     assert exp.ok and len(exp.relevance["text"]) == 32 and exp.tokens["text"][-1] == "[SEP]"
+    assert exp.note == "text truncated to the model's 32 tokens (it has 42): the maps cover the first part"
+    assert other.note is None  # reported per sample
 
 
 def test_precomputed_regions_read_from_a_jsonl_file_give_the_maps_of_the_in_memory_samples(tmp_path):
