@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--mode", choices=("drop", "zero"), default="drop")
     p.add_argument("--samples", type=int, default=32, help="samples in the batch (default 32)")
     p.add_argument("--loop-samples", type=int, default=4, help="samples timed in the per-sample loop (default 4)")
-    p.add_argument("--max-rows", type=int, default=512)
+    p.add_argument("--max-rows", type=int, help="rows per pass (default: by device, as the evaluation)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: torch's choice)")

@@ -24,6 +24,14 @@ from models.errors import AttnAuditError
 from models.loaded import LoadedModel
 
 DIRECTIONS = ("positive", "negative")
+# Rows per forward pass when not given. On a CPU, passes beyond ~128 rows of a small ViT run slower per row (the
+# attention maps outgrow the caches: 512 rows cost 1.9x the floor, 128 rows 1.2x; bench/bench_perturbation.py).
+DEFAULT_MAX_ROWS = {"cpu": 128}
+ACCELERATOR_MAX_ROWS = 2048
+
+
+def default_max_rows(device: torch.device) -> int:
+    return DEFAULT_MAX_ROWS.get(torch.device(device).type, ACCELERATOR_MAX_ROWS)
 
 
 @dataclass
@@ -80,12 +88,13 @@ def place_maps(maps: Sequence[np.ndarray], removable: torch.Tensor, sample_ids: 
 def perturbation_curves(m: LoadedModel, batch: Batch, modality: str, maps: Sequence[np.ndarray],
                         targets: Sequence[int], fractions: Sequence[float], *, samples: Sequence[int] | None = None,
                         directions: Sequence[str] = DIRECTIONS, mode: str = "drop",
-                        max_rows: int = 512) -> PerturbationCurves:
+                        max_rows: int | None = None) -> PerturbationCurves:
     """Target score / probability and prediction of E explanations at every (direction, step).
 
     `maps[e]`: explanation e's relevance of `modality` (flat order = token order; a text map includes its
     special tokens), for sample `samples[e]` of `batch` (default: e) and class `targets[e]`.
-    Rows (explanation × direction × step) are sorted by kept length and cut into passes of ≤ `max_rows`.
+    Rows (explanation × direction × step) are sorted by kept length and cut into passes of ≤ `max_rows` (default:
+    by device, `default_max_rows`).
     """
     adapter = m.adapter
     if mode not in adapter.perturbation_modes:
@@ -104,6 +113,7 @@ def perturbation_curves(m: LoadedModel, batch: Batch, modality: str, maps: Seque
     score = torch.empty(len(order), device=m.device)
     prob, pred = torch.empty_like(score), torch.empty(len(order), dtype=torch.long, device=m.device)
     with torch.inference_mode(), _autocast(m.device, m.precision):
+        max_rows = max_rows or default_max_rows(m.device)
         for lo in range(0, len(order), max_rows):
             rows = order[lo:lo + max_rows]
             logits = adapter.perturbed_logits(batch, row_sample[rows], keep[rows], modality, mode).float()

@@ -35,7 +35,7 @@ def _reference(m, sample: dict, exp) -> tuple[int | None, str]:
 
 
 def perturbation_rows(m, batch, samples: dict[str, dict], exps: list, method: str, settings: EvalSettings,
-                      curves: Rows, metrics: Rows, notes: Notes, max_rows: int = 512) -> None:
+                      curves: Rows, metrics: Rows, notes: Notes, max_rows: int | None = None) -> None:
     """Both tests for every modality of the model, for `exps` (one method's explanations of `batch`)."""
     position = {sid: i for i, sid in enumerate(batch.sample_ids)}
     digest = settings.digest("perturbation")

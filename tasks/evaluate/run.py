@@ -45,7 +45,7 @@ class ChunkJob:
     jobs: tuple[tuple[str, str], ...]  # (test, method)
     settings: EvalSettings
     batch_size: int
-    max_rows: int
+    max_rows: int | None
 
 
 @dataclass
@@ -70,7 +70,7 @@ class _Context:
     settings: EvalSettings
     device: str
     batch_size: int
-    max_rows: int
+    max_rows: int | None
     config: dict
     model_ref: str
     _model: models.LoadedModel | None = None
@@ -97,17 +97,18 @@ class _Context:
 def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = DEFAULT_TESTS,
                  methods: list[str] | None = None, limit: int | None = None, batch_size: int = 32,
                  device: str = "auto", perturbation_mode: str = "drop", settings: EvalSettings | None = None,
-                 max_rows: int = 512, storage_options: dict[str, str] | None = None,
+                 max_rows: int | None = None, storage_options: dict[str, str] | None = None,
                  on_progress: Callable[[int, int], None] | None = None,
                  model: models.LoadedModel | None = None, pool=None) -> EvaluationSummary:
     """Evaluate run `run_id` (id or unique prefix) of `store`; returns the aggregate results and notes.
 
     `tests`: perturbation, localisation, sanity (opt-in). `methods`: default the run's. `limit`: the first N
     dataset positions. `batch_size`: samples read and perturbed together (each gives 2 × steps forward rows,
-    cut into passes of ≤ `max_rows`). `perturbation_mode`: ViT patches are dropped (`drop`) or zeroed in pixels
-    (`zero`); text always drops. `settings` overrides every knob (EvalSettings). `model`: the run's model
-    already loaded, instead of loading `run.model_ref` here. `pool`: a tasks.actors.ActorPool of the run's model —
-    the chunks' perturbation passes then run on its actors, several chunks at once.
+    cut into passes of ≤ `max_rows`, default by device: models.perturbation.default_max_rows).
+    `perturbation_mode`: ViT patches are dropped (`drop`) or zeroed in pixels (`zero`); text always drops.
+    `settings` overrides every knob (EvalSettings). `model`: the run's model already loaded, instead of loading
+    `run.model_ref` here. `pool`: a tasks.actors.ActorPool of the run's model — the chunks' perturbation passes
+    then run on its actors, several chunks at once.
     `on_progress(done, total)`: dataset positions done, after each chunk."""
     started = time.perf_counter()
     store = store if isinstance(store, Store) else Store.open(store, storage_options=storage_options)
@@ -118,7 +119,7 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
     unknown = [m for m in methods if m not in run.methods]
     if unknown:
         raise models.AttnAuditError(f"run {run.run_id} has no method(s) {unknown}; its methods: {run.methods}")
-    if batch_size < 1 or max_rows < 1 or (limit is not None and limit < 0):
+    if batch_size < 1 or (max_rows is not None and max_rows < 1) or (limit is not None and limit < 0):
         raise models.AttnAuditError("batch_size and max_rows must be ≥ 1, limit ≥ 0")
     job = ChunkJob(run.run_id, run.dataset_ref, run.model_ref, run.config_dict,
                    tuple((t, m) for t in tests if t in CHUNK_TESTS for m in methods), settings, batch_size, max_rows)
