@@ -78,7 +78,7 @@ def _is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
-def _backoff(attempt: int) -> None:
+def backoff(attempt: int) -> None:
     time.sleep(min(0.5, 0.01 * 2 ** min(attempt, 6)) * (0.5 + random.random()))
 
 
@@ -209,7 +209,7 @@ class Store:
                 self._runs_cache.pop(run_id, None)
                 return
             except CommitFailedError:
-                _backoff(attempt)
+                backoff(attempt)
         raise StoreError(f"could not update the status of run {run_id}: too many concurrent writers")
 
     def finish_run(self, run_id: str, failed: bool = False) -> RunInfo:
@@ -349,7 +349,7 @@ class Store:
                 self._write("append", name, rows, table, commit, dictionary)
                 return True
             except CommitFailedError:
-                _backoff(attempt)
+                backoff(attempt)
         raise StoreError(f"could not commit to {name}: too many concurrent writers")
 
     # ------------------------------------------------------------------ reading
@@ -494,22 +494,9 @@ class Store:
     def optimize(self) -> dict[str, dict]:
         """Compact small files (one per shard commit) into large ones and checkpoint the logs. Readers keep
         working; old files stay until `vacuum`."""
-        report = {}
-        float16_runs = [r["run_id"] for r in self.delta("runs").to_pyarrow_dataset().to_table(
-            columns=["run_id", "config"]).to_pylist() if '"relevance_dtype":"float16"' in r["config"]]
-        for name in TABLES:
-            if name == "explanations" and float16_runs:  # keep each run's dictionary choice
-                others = [("run_id", "not in", float16_runs)]
-                report[name] = _merge_metrics(
-                    [self.delta(name).optimize.compact(partition_filters=others, writer_properties=writer_properties())]
-                    + [self.delta(name).optimize.compact(partition_filters=[("run_id", "=", r)],
-                                                         writer_properties=writer_properties(True))
-                       for r in float16_runs])
-            else:
-                report[name] = _retry(lambda n=name: self.delta(n).optimize.compact(
-                    writer_properties=writer_properties()))
-            self.delta(name).create_checkpoint()
-        return report
+        from storage.store.maintenance import optimize
+
+        return optimize(self)
 
     def vacuum(self, retention_hours: int = 168, dry_run: bool = False) -> dict[str, list[str]]:
         """Delete files no longer referenced by the tables and older than `retention_hours` (default 7 days:
@@ -573,26 +560,6 @@ def _round_to_float16(column: pa.ChunkedArray) -> pa.ChunkedArray:
         values = chunk.values.to_numpy(zero_copy_only=False).astype(np.float16).astype(np.float32)
         chunks.append(pa.ListArray.from_arrays(chunk.offsets, pa.array(values), mask=chunk.is_null()))
     return pa.chunked_array(chunks, type=column.type)
-
-
-def _retry(action, attempts: int = 5):
-    """Compaction conflicts with a concurrent rewrite of the same files: try again on a fresh snapshot."""
-    for attempt in range(attempts):
-        try:
-            return action()
-        except CommitFailedError:
-            if attempt == attempts - 1:
-                raise StoreError("optimize kept conflicting with concurrent writers; run it again") from None
-            _backoff(attempt)
-
-
-def _merge_metrics(reports: list[dict]) -> dict:
-    merged: dict = {}
-    for report in reports:
-        for key, value in report.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                merged[key] = merged.get(key, 0) + value
-    return merged
 
 
 def _or_nan(value) -> float:
