@@ -55,7 +55,10 @@ def _curves(store: Store, run_id: str, out: Path) -> list[str]:
 
 
 def _provenance(run) -> str:
-    fields = [("run", run.run_id), ("status", run.status), ("model", run.model_ref),
+    # The audit writes its report before it closes the run: every shard is in, the status still says running.
+    status = "all shards committed (the audit closes the run after its report)" \
+        if run.status == "running" and run.shards_committed == run.num_shards else run.status
+    fields = [("run", run.run_id), ("status", status), ("model", run.model_ref),
               ("model fingerprint", run.model_fingerprint[:16]), ("dataset", run.dataset_ref),
               ("dataset fingerprint", run.dataset_fingerprint[:16]), ("methods", ", ".join(run.methods)),
               ("config", json.dumps(run.config_dict, sort_keys=True)), ("code", run.code_version),
