@@ -14,9 +14,9 @@ from storage.datasets import open_dataset
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 HELD_OUT = 500  # canvases from Fashion-MNIST *test* items, never seen in training
-# The shipped model scores 78.0% on 2,000 test canvases (training.json); issue 3 asks for 85%, which this
-# 10-epoch CPU run does not reach (README, "Built-in data and models"). The bound guards against regressions.
-MIN_ACCURACY = 0.75
+# The shipped model scores 83.0% on 2,000 test canvases (training.json); issue 3 asks for 85%, which this
+# 42-epoch CPU run does not reach (README, "Built-in data and models"). The bound guards against regressions.
+MIN_ACCURACY = 0.80
 
 
 def test_shipped_model_reaches_its_accuracy_on_held_out_canvases():
