@@ -480,7 +480,8 @@ class Store:
     # ------------------------------------------------------------------ SQL and maintenance
     def connect(self, *, native_parquet: bool | None = None):
         """A DuckDB connection with read-only views runs, shards, predictions, explanations, errors, metrics,
-        perturbation_curves (see storage.store.sql)."""
+        perturbation_curves, comparisons (see storage.store.sql). Close it when done: an open connection over
+        Arrow datasets sometimes aborts the interpreter at exit (duckdb 2.0.1)."""
         from storage.store.sql import connect
 
         return connect(self, native_parquet=native_parquet)

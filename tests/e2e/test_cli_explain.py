@@ -60,6 +60,7 @@ def test_explain_an_imagefolder_writes_a_run_into_the_store(image_world, tmp_pat
     con = duckdb.connect()
     con.register("e", DeltaTable(str(store_path / "explanations")).to_pyarrow_dataset())
     assert con.execute("SELECT count(*) FROM e WHERE method = 'rollout'").fetchone()[0] == 5
+    con.close()
 
     # The same weights in another folder make the same run: every shard is already committed, nothing is
     # rewritten.

@@ -161,6 +161,7 @@ out = {{
     "ours": sorted(m for m in sys.modules if m.split('.')[0] in ("storage", "models", "flows", "tasks")),
 }}
 print(json.dumps(out, default=str))
+con.close()  # else DuckDB's scan threads may abort the interpreter's exit
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd="/")
     out = json.loads(result.stdout)
