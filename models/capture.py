@@ -50,19 +50,26 @@ def gradient_path(model: torch.nn.Module, roots: list[torch.nn.Module] | None = 
             p.requires_grad_(True)
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str):
     if precision == "float32":
         return nullcontext()
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@contextmanager
+def capture_pass(adapter: Adapter, with_gradients: bool, precision: str):
+    """The context of one capture forward: gradients on or off, the adapter's gradient path, autocast."""
+    device = next(adapter.model.parameters()).device
+    grad_ctx = gradient_path(adapter.model, adapter.gradient_roots()) if with_gradients else nullcontext()
+    with torch.set_grad_enabled(with_gradients), grad_ctx, autocast(device, precision):
+        yield
+
+
 def run_capture(adapter: Adapter, batch: Batch, targets: torch.Tensor | None, with_gradients: bool,
                 precision: str = "float32") -> CaptureResult:
     """Run the model; `targets` None (or a -1 entry) means the sample's predicted class."""
-    device = next(adapter.model.parameters()).device
-    grad_ctx = gradient_path(adapter.model, adapter.gradient_roots()) if with_gradients else nullcontext()
-    with torch.set_grad_enabled(with_gradients), grad_ctx, _autocast(device, precision):
+    with capture_pass(adapter, with_gradients, precision):
         logits, capture = adapter.run(batch)
         logits = logits.float()
         predicted = logits.argmax(-1)

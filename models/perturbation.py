@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from models.batch import Batch
-from models.capture import _autocast
+from models.capture import autocast
 from models.errors import AttnAuditError
 from models.loaded import LoadedModel
 
@@ -112,7 +112,7 @@ def perturbation_curves(m: LoadedModel, batch: Batch, modality: str, maps: Seque
     order = torch.argsort(keep.sum(1), descending=True, stable=True)  # similar lengths share a pass
     score = torch.empty(len(order), device=m.device)
     prob, pred = torch.empty_like(score), torch.empty(len(order), dtype=torch.long, device=m.device)
-    with torch.inference_mode(), _autocast(m.device, m.precision):
+    with torch.inference_mode(), autocast(m.device, m.precision):
         max_rows = max_rows or default_max_rows(m.device)
         for lo in range(0, len(order), max_rows):
             rows = order[lo:lo + max_rows]

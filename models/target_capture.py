@@ -10,14 +10,13 @@ methods run on it unchanged.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from models.adapters.multi_target import MultiTargetAdapter, Targets
 from models.batch import Batch
-from models.capture import _autocast, gradient_path, nonfinite_samples
+from models.capture import capture_pass, nonfinite_samples
 from models.engine.events import AttentionEvent, Capture
 
 
@@ -32,9 +31,7 @@ class TargetCaptureResult:
 
 def run_target_capture(adapter: MultiTargetAdapter, batch: Batch, with_gradients: bool,
                        precision: str = "float32") -> TargetCaptureResult:
-    device = next(adapter.model.parameters()).device
-    grad_ctx = gradient_path(adapter.model, adapter.gradient_roots()) if with_gradients else nullcontext()
-    with torch.set_grad_enabled(with_gradients), grad_ctx, _autocast(device, precision):
+    with capture_pass(adapter, with_gradients, precision):
         logits, capture = adapter.run(batch)
         logits = logits.float()
         targets = adapter.select_targets(batch, logits.detach())

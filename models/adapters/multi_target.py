@@ -51,10 +51,6 @@ class Targets:
 class MultiTargetAdapter(Adapter):
     """`run` returns the (B, ...) score table; `select_targets` picks the pairs to explain from it."""
 
-    def gradient_roots(self) -> list[torch.nn.Module]:
-        """Modules whose outputs start the gradient path (each input embedding the model has)."""
-        return [self.model.get_input_embeddings()]
-
     def select_targets(self, batch: Batch, logits: torch.Tensor) -> Targets:
         raise NotImplementedError
 
