@@ -3,7 +3,7 @@
 Per map and modality: BMEQ in the three threshold modes, AUPRC and the pointing game; `combined` rows hold the
 BMEQ mean over the modalities a sample has ground truth for. Samples without ground truth (or with an empty
 one) are skipped and counted in notes, never an error. A target of a many-target model (a caption word, a
-detection: its `target_detail`) is scored against the object it stands for (tasks/target_localisation.py).
+detection: its `target_detail`) is scored against the object it stands for (tasks/evaluate/target_localisation.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tasks.evaluate.localisation import THRESHOLD_MODES, localisation_scores
 from tasks.evaluate.notes import Notes
 from tasks.evaluate.rows import Rows
 from tasks.evaluate.settings import EvalSettings
-from tasks.target_localisation import target_scores
+from tasks.evaluate.target_localisation import target_scores
 
 
 def localisation_rows(samples: dict[str, dict], exps: list, method: str, settings: EvalSettings, metrics: Rows,

@@ -11,7 +11,7 @@ import pytest
 
 import models
 from storage.datasets import open_dataset
-from tasks.target_localisation import target_scores
+from tasks.evaluate.target_localisation import target_scores
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def test_shipped_captioner_reaches_its_accuracy_on_held_out_grids(explained):
 
 
 def test_each_word_points_at_its_item(explained):
-    """Per-token localisation: word k's map against the item pixels of cell k (tasks/target_localisation.py)."""
+    """Per-token localisation: word k's map against the item pixels of cell k (tasks/evaluate/target_localisation)."""
     samples, exps = explained
     by_id = {s["id"]: s for s in samples}
     scores = []

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tasks.target_localisation import box_iou, segmentation_scores, target_mask, target_scores
+from tasks.evaluate.target_localisation import box_iou, segmentation_scores, target_mask, target_scores
 
 
 def caption_sample():
