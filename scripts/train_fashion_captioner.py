@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from generator_training import cosine_schedule, parse_args, write_preprocessor, write_report
+from training_common import cosine_schedule, parse_args, write_preprocessor, write_report
 
 from storage.datasets import FashionCaption
 from storage.datasets.fashion import CLASS_WORDS

@@ -12,15 +12,12 @@ image→caption and caption→image among each 100 test pairs (grids of Fashion-
 from __future__ import annotations
 
 import json
-import platform
-import sys
 import time
-from datetime import date
-from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
+from training_common import ZOO, provenance, write_preprocessor, write_training_json
 from vqa_training import epoch_data, optimizer_and_schedule, parse_args, word_tokenizer
 
 from storage.datasets import CLASS_WORDS, FashionCaption
@@ -89,22 +86,13 @@ def train(args) -> dict:
     to_text, to_image = retrieval(model, test)
     model.save_pretrained(args.out, safe_serialization=True)
     tokenizer.save_pretrained(args.out)
-    (args.out_path / "preprocessor_config.json").write_text(json.dumps(
-        {"image_mean": [MEAN], "image_std": [STD], "do_normalize": True, "size": 56}, indent=2) + "\n")
-    report = {
-        "command": "python " + " ".join(sys.argv), "seconds": round(time.perf_counter() - started, 1),
+    write_preprocessor(args.out, 56, MEAN, STD)
+    return write_training_json(args.out, {
         "train": [t.ref for t in train_sets], "test": test_set.ref,
         "retrieval_image_to_caption": round(to_text, 4), "retrieval_caption_to_image": round(to_image, 4),
-        "retrieval_pool": RETRIEVAL_POOL, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "seed": args.seed, "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
-        "transformers": transformers.__version__, "machine": f"{platform.machine()}, 1 thread",
-        "date": date.today().isoformat(),
-    }
-    (args.out_path / "training.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+        "retrieval_pool": RETRIEVAL_POOL, **provenance(args, started, model, 1)})
 
 
 if __name__ == "__main__":
-    arguments = parse_args(__doc__, Path(__file__).resolve().parents[1] / "models" / "zoo" / "fashion-clip",
-                           epochs=6)
+    arguments = parse_args(__doc__, ZOO / "fashion-clip", epochs=6)
     print(json.dumps(train(arguments), indent=2))

@@ -10,22 +10,25 @@ well it scores on the held-out test split (canvases built from Fashion-MNIST *te
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import platform
-import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
+from training_common import (
+    ZOO,
+    cosine_schedule,
+    parse_training_args,
+    provenance,
+    training_parser,
+    write_preprocessor,
+    write_training_json,
+)
 
 from storage.datasets import FashionCanvas
 
-ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = 0.5, 0.5  # pixel normalisation, written to preprocessor_config.json
 
 
@@ -66,10 +69,7 @@ def train(args) -> dict:
         else build_model(train_set.label_names)
     previous = json.loads((Path(args.init) / "training.json").read_text()) if args.init else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    steps = args.epochs * math.ceil(len(y_train) / args.batch_size)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    schedule = cosine_schedule(optimizer, args)  # len(y_train) == args.train_n
     generator = torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
         if args.fresh_canvases and epoch > 0:  # same items, new placements and clutter: translation diversity
@@ -87,52 +87,26 @@ def train(args) -> dict:
         print(f"epoch {epoch + 1}/{args.epochs}: loss {loss.item():.3f}, test accuracy "
               f"{accuracy(model, x_test, y_test):.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
     test_accuracy = accuracy(model, x_test, y_test)
-    out = Path(args.out)
-    model.save_pretrained(out, safe_serialization=True)
-    (out / "preprocessor_config.json").write_text(json.dumps(
-        {"image_mean": [MEAN], "image_std": [STD], "do_normalize": True, "size": 64}, indent=2) + "\n")
-    report = {
-        "command": "python " + " ".join(sys.argv), "seconds": round(time.perf_counter() - started, 1),
-        "train": train_set.ref, "test": test_set.ref, "test_accuracy": round(test_accuracy, 4),
-        "epochs": args.epochs, "fresh_canvases": args.fresh_canvases, "batch_size": args.batch_size,
-        "lr": args.lr, "seed": args.seed, "canvas_seed": canvas_seed,
-        "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
-        "transformers": transformers.__version__, "machine": f"{platform.machine()}, {args.threads} threads",
-        "date": date.today().isoformat(),
-    }
+    model.save_pretrained(args.out, safe_serialization=True)
+    write_preprocessor(args.out, 64, MEAN, STD)
+    report = {"train": train_set.ref, "test": test_set.ref, "test_accuracy": round(test_accuracy, 4),
+              "fresh_canvases": args.fresh_canvases, "canvas_seed": canvas_seed,
+              **provenance(args, started, model, args.threads)}
     if previous is not None:
         report["continued_from"] = previous
-    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return write_training_json(args.out, report)
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "models" / "zoo" / "fashion-vit"))
-    p.add_argument("--train-n", type=int, default=60_000)
-    p.add_argument("--test-n", type=int, default=2_000)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p = training_parser(__doc__, ZOO / "fashion-vit", train_n=60_000, test_n=2_000, epochs=15)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--train-split", default="train", choices=("train", "test"),
-                   help="Fashion-MNIST items to paste: train (the full set, from Debian's dataset-fashion-mnist) "
-                   "or test (the bundled subset; only for --smoke)")
     p.add_argument("--init", help="continue from a checkpoint folder this script wrote (its training.json is kept "
                    "in the new one); the learning rate schedule starts again")
     p.add_argument("--canvas-seed", type=int, help="seed of the first epoch's training canvases (default --seed; "
                    "give a continued run new ones)")
     p.add_argument("--fresh-canvases", action="store_true",
                    help="draw new canvases (placements, clutter) every epoch instead of reusing epoch 1's")
-    p.add_argument("--smoke", action="store_true",
-                   help="256 samples of the bundled items, 1 epoch, into --out: checks the script runs")
-    args = p.parse_args(argv)
-    if args.smoke:
-        if args.out == p.get_default("out"):
-            p.error("--smoke needs --out (it must not overwrite the shipped model)")
-        args.train_n, args.test_n, args.epochs, args.train_split = 256, 64, 1, "test"
-    print(json.dumps(train(args), indent=2))
+    print(json.dumps(train(parse_training_args(p, argv, smoke_test_n=64)), indent=2))
 
 
 if __name__ == "__main__":

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import platform
-import sys
 import time
-from datetime import date
-from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
+from training_common import ZOO, cosine_schedule, parse_training_args, provenance, training_parser, write_training_json
 
 from models.adapters import adapter_class
 from models.regions import RegionGrid
@@ -55,13 +51,9 @@ def _rows(tensors: dict, idx) -> dict:
 
 
 def optimizer_and_schedule(model, args):
-    """AdamW; the learning rate warms up linearly over 5% of the steps, then decays to 0 on a cosine."""
+    """AdamW with the shared warm-up + cosine schedule."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    steps = args.epochs * math.ceil(args.train_n / args.batch_size)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    return optimizer, schedule
+    return optimizer, cosine_schedule(optimizer, args)
 
 
 def epoch_data(args, train_sets: list, make):
@@ -118,43 +110,20 @@ def train(args, build_model, grid: RegionGrid) -> dict:
     model.save_pretrained(args.out, safe_serialization=True)
     tokenizer.save_pretrained(args.out)
     grid.save(args.out)
-    report = {
-        "command": "python " + " ".join(sys.argv), "seconds": round(time.perf_counter() - started, 1),
-        "train": [t.ref for t in train_sets], "test": test_set.ref, "test_accuracy": round(test_accuracy, 4),
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
-        "transformers": transformers.__version__, "machine": f"{platform.machine()}, 1 thread",
-        "date": date.today().isoformat(),
-    }
-    (args.out_path / "training.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return write_training_json(args.out, {"train": [t.ref for t in train_sets], "test": test_set.ref,
+                                          "test_accuracy": round(test_accuracy, 4),
+                                          **provenance(args, started, model, 1)})
 
 
 def main(description: str, name: str, build_model, grid: RegionGrid, argv=None) -> None:
     """Parse the command line, train, write models/zoo/<name> (or --out), print training.json."""
-    args = parse_args(description, Path(__file__).resolve().parents[1] / "models" / "zoo" / name, argv)
+    args = parse_args(description, ZOO / name, argv)
     print(json.dumps(train(args, build_model, grid), indent=2))
 
 
 def parse_args(description: str, default_out, argv=None, **defaults) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(default_out))
-    p.add_argument("--train-n", type=int, default=defaults.get("train_n", 60_000))
-    p.add_argument("--test-n", type=int, default=2_000)
-    p.add_argument("--epochs", type=int, default=defaults.get("epochs", 10))
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=defaults.get("lr", 1e-3))
-    p.add_argument("--seed", type=int, default=0)
+    p = training_parser(description, default_out, train_n=defaults.get("train_n", 60_000), test_n=2_000,
+                        epochs=defaults.get("epochs", 10), lr=defaults.get("lr", 1e-3))
     p.add_argument("--fresh-data", action="store_true", help="new grids and questions every epoch")
-    p.add_argument("--train-split", default="train", choices=("train", "test"),
-                   help="Fashion-MNIST items to paste: train (the full set, from Debian's dataset-fashion-mnist) "
-                   "or test (the bundled subset; only for --smoke)")
-    p.add_argument("--smoke", action="store_true",
-                   help="256 samples of the bundled items, 1 epoch, into --out: checks the script runs")
-    args = p.parse_args(argv)
-    if args.smoke:
-        if args.out == p.get_default("out"):
-            p.error("--smoke needs --out (it must not overwrite the shipped model)")
-        args.train_n, args.test_n, args.epochs, args.train_split = 256, 64, 1, "test"
-    args.out_path = Path(args.out)
+    args = parse_training_args(p, argv, smoke_test_n=64)
     return args
