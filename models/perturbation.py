@@ -87,12 +87,13 @@ def place_maps(maps: Sequence[np.ndarray], removable: torch.Tensor, sample_ids: 
 
 def perturbation_curves(m: LoadedModel, batch: Batch, modality: str, maps: Sequence[np.ndarray],
                         targets: Sequence[int], fractions: Sequence[float], *, samples: Sequence[int] | None = None,
-                        directions: Sequence[str] = DIRECTIONS, mode: str = "drop",
-                        max_rows: int | None = None) -> PerturbationCurves:
+                        directions: Sequence[str] = DIRECTIONS, mode: str = "drop", max_rows: int | None = None,
+                        positions: Sequence[int] | None = None) -> PerturbationCurves:
     """Target score / probability and prediction of E explanations at every (direction, step).
 
     `maps[e]`: explanation e's relevance of `modality` (flat order = token order; a text map includes its
-    special tokens), for sample `samples[e]` of `batch` (default: e) and class `targets[e]`.
+    special tokens), for sample `samples[e]` of `batch` (default: e) and class `targets[e]`. Models with many
+    targets per sample (MultiTargetAdapter) score class `targets[e]` at query / decoder position `positions[e]`.
     Rows (explanation × direction × step) are sorted by kept length and cut into passes of ≤ `max_rows` (default:
     by device, `default_max_rows`).
     """
@@ -109,6 +110,8 @@ def perturbation_curves(m: LoadedModel, batch: Batch, modality: str, maps: Seque
     keep = keep.reshape(-1, width)
     row_sample = samples.to(m.device).repeat_interleave(d * s)
     row_target = torch.as_tensor(list(targets), dtype=torch.long, device=m.device).repeat_interleave(d * s)
+    row_position = None if positions is None else \
+        torch.as_tensor(list(positions), dtype=torch.long, device=m.device).repeat_interleave(d * s)
     order = torch.argsort(keep.sum(1), descending=True, stable=True)  # similar lengths share a pass
     score = torch.empty(len(order), device=m.device)
     prob, pred = torch.empty_like(score), torch.empty(len(order), dtype=torch.long, device=m.device)
@@ -116,7 +119,8 @@ def perturbation_curves(m: LoadedModel, batch: Batch, modality: str, maps: Seque
         max_rows = max_rows or default_max_rows(m.device)
         for lo in range(0, len(order), max_rows):
             rows = order[lo:lo + max_rows]
-            logits = adapter.perturbed_logits(batch, row_sample[rows], keep[rows], modality, mode).float()
+            at = {} if row_position is None else {"positions": row_position[rows]}
+            logits = adapter.perturbed_logits(batch, row_sample[rows], keep[rows], modality, mode, **at).float()
             t = row_target[rows, None]
             score[rows] = logits.gather(1, t).squeeze(1)
             prob[rows] = torch.softmax(logits, -1).gather(1, t).squeeze(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from models.batch import Batch, collect
 from models.errors import SampleError
@@ -59,3 +60,13 @@ class TextEncoder:
         special = [np.asarray(row[:n], dtype=bool) for row, n in zip(enc["special_tokens_mask"].tolist(), lengths)]
         tensors = {k: enc[k] for k in self.tokenizer.model_input_names if k in enc}
         return Batch(tensors, ids, failures, tokens=tokens, special=special, lengths=lengths, notes=notes)
+
+
+def removable_text_tokens(batch: Batch) -> torch.Tensor:
+    """bool (B, L): the tokens a perturbation test may remove from a batch `TextEncoder.encode` made: real
+    (not padding) and not special ([CLS], [SEP], ...)."""
+    mask = batch["attention_mask"].bool()
+    special = torch.zeros_like(mask)
+    for i, flags in enumerate(batch.meta["special"]):
+        special[i, :len(flags)] = torch.as_tensor(flags, device=mask.device)
+    return mask & ~special

@@ -41,8 +41,8 @@ def arrays(dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 def build_model(labels: list[str]) -> transformers.ViTForImageClassification:
     config = transformers.ViTConfig(
-        image_size=64, patch_size=8, num_channels=1, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        image_size=64, patch_size=8, num_channels=1, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=256, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     return transformers.ViTForImageClassification(config)
 

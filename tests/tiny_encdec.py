@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import transformers as T
 
+import models
 from models.images import PixelTransform
 
 WORDS = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sang loud quiet".split()
@@ -72,6 +73,20 @@ def t5() -> tuple[T.T5ForConditionalGeneration, T.BertTokenizer]:
     model = _seeded(lambda: T.T5ForConditionalGeneration(cfg))
     model.generation_config.max_new_tokens = MAX_NEW_TOKENS
     return model, tok
+
+
+def wrapped_detr(threshold: float = DETR_THRESHOLD):
+    return models.wrap(detr(), device="cpu", transform=DETR_TRANSFORM, threshold=threshold)
+
+
+def wrapped_generator(kind: str):
+    """kind "captioner", "bart" or "t5", wrapped; random weights may end at once or emit special tokens only,
+    so generation is held to at least 3 tokens that are words."""
+    model, tok = {"captioner": captioner, "bart": bart, "t5": t5}[kind]()
+    config = model.generation_config
+    config.min_new_tokens = 3
+    config.suppress_tokens = [i for i in tok.all_special_ids if i != config.eos_token_id]
+    return models.wrap(model, tokenizer=tok, device="cpu")
 
 
 def images(n: int, size: int, seed: int = 0) -> list[dict]:

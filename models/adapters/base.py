@@ -56,6 +56,11 @@ class Adapter:
     # patch steps that an "image" modality of patches gets.
     region_modalities: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    def perturbable_modalities(self) -> tuple[str, ...]:
+        """The modalities whose tokens a perturbation test removes (encoder–decoders: the encoder's only)."""
+        return self.modalities if self.perturbation_modes else ()
+
     def removable_tokens(self, batch: Batch, modality: str) -> torch.Tensor:
         """bool (B, L): the map positions of `modality` a perturbation test may remove (never special tokens
         or padding)."""

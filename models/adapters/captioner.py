@@ -8,6 +8,7 @@ import torch
 from models.adapters.base import SampleMaps
 from models.adapters.checkpoint import pixel_transform
 from models.adapters.generation import GenerationAdapter
+from models.adapters.token_removal import black_out, drop_patches
 from models.adapters.vit import image_batch
 from models.errors import UnsupportedModelError
 from models.images import PixelTransform
@@ -39,3 +40,19 @@ class CaptionerAdapter(GenerationAdapter):
 
     def source_maps(self, row, batch, i):
         return SampleMaps({"image": row[1:].reshape(self.grid, self.grid)})  # [CLS] first, then the patches
+
+    # -- perturbation of the image patches: dropped after the ViT encoder's embeddings, or blacked out
+    perturbation_modes = ("drop", "zero")
+
+    def removable_source(self, batch):
+        return torch.ones(batch.size, self.grid * self.grid, dtype=torch.bool, device=batch["pixel_values"].device)
+
+    def perturbed_encoder(self, batch, rows, keep, mode, forward):
+        pixels = batch["pixel_values"][rows]
+        if mode == "zero":
+            removed = ~keep.view(-1, self.grid, self.grid)
+            return forward(torch.arange(len(rows), device=rows.device),
+                           pixel_values=black_out(pixels, removed, self.transform))
+        if mode != "drop":
+            raise ValueError(f"captioner perturbation mode must be one of {self.perturbation_modes}, got {mode!r}")
+        return drop_patches(self.model.encoder.embeddings, 1, keep, lambda sel: forward(sel, pixel_values=pixels[sel]))

@@ -12,6 +12,7 @@ import torch
 from models.adapters.base import SampleMaps
 from models.adapters.checkpoint import pixel_transform
 from models.adapters.multi_target import MultiTargetAdapter, Targets
+from models.adapters.token_removal import black_out
 from models.adapters.vit import image_batch
 from models.engine.events import AttentionEvent, Capture, Readout
 from models.images import PixelTransform
@@ -35,14 +36,20 @@ class DetrAdapter(MultiTargetAdapter):
     def preprocess(self, samples, errors="raise"):
         return image_batch(self.transform, samples, errors)
 
-    def run(self, batch):
+    def _forward(self, batch, pixels, **kwargs):
+        """The stock forward; the image-feature grid it used goes to batch.meta["grid"]."""
         grid = []
         hook = self.model.model.input_projection.register_forward_hook(lambda _m, _i, out: grid.append(out.shape[-2:]))
         try:
-            out = self.model(pixel_values=batch["pixel_values"], output_attentions=True)
+            out = self.model(pixel_values=pixels, **kwargs)
         finally:
             hook.remove()
-        batch.meta["grid"], batch.meta["boxes"] = tuple(grid[0]), out.pred_boxes.detach()
+        batch.meta["grid"] = tuple(grid[0])
+        return out
+
+    def run(self, batch):
+        out = self._forward(batch, batch["pixel_values"], output_attentions=True)
+        batch.meta["boxes"] = out.pred_boxes.detach()
         events = [AttentionEvent("self", "image", "image", layer, a) for layer, a in enumerate(out.encoder_attentions)]
         block = len(events)
         for self_attn, cross in zip(out.decoder_attentions, out.cross_attentions):
@@ -76,6 +83,27 @@ class DetrAdapter(MultiTargetAdapter):
 
     def target_maps(self, rows, batch, targets, t):
         return SampleMaps({"image": rows["image"][t].reshape(batch.meta["grid"])})
+
+    # -- perturbation: the pixels under an image-feature cell are blacked out ("zero"); dropping tokens from
+    # DETR's encoder would shift the sine position embeddings of the others, so there is no "drop"
+    perturbation_modes = ("zero",)
+
+    def _grid(self, batch) -> tuple[int, int]:
+        if "grid" not in batch.meta:
+            with torch.no_grad():
+                self._forward(batch, batch["pixel_values"][:1])
+        return batch.meta["grid"]
+
+    def removable_tokens(self, batch, modality="image"):
+        height, width = self._grid(batch)
+        return torch.ones(batch.size, height * width, dtype=torch.bool, device=batch["pixel_values"].device)
+
+    def perturbed_logits(self, batch, rows, keep, modality="image", mode="zero", positions=None):
+        if mode != "zero":
+            raise ValueError(f"DETR perturbation mode must be 'zero', got {mode!r}")
+        removed = ~keep.view(-1, *self._grid(batch))
+        logits = self.model(pixel_values=black_out(batch["pixel_values"][rows], removed, self.transform)).logits
+        return logits[torch.arange(len(rows), device=logits.device), positions]
 
 
 def _xyxy(boxes: torch.Tensor) -> torch.Tensor:

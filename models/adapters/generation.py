@@ -8,6 +8,7 @@ k − 1 scored generated token k, so token k is explained by row k − 1 of R (S
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -15,6 +16,7 @@ import torch
 from models.adapters.base import SampleMaps
 from models.adapters.multi_target import MultiTargetAdapter, Targets
 from models.engine.events import AttentionEvent, Capture, Readout
+from models.errors import UnsupportedModelError
 
 
 class GenerationAdapter(MultiTargetAdapter):
@@ -39,6 +41,15 @@ class GenerationAdapter(MultiTargetAdapter):
     def encoder_inputs(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def removable_source(self, batch) -> torch.Tensor:
+        """bool (B, n): the encoder tokens (map positions) a perturbation test may remove."""
+        raise NotImplementedError
+
+    def perturbed_encoder(self, batch, rows, keep, mode, forward) -> torch.Tensor:
+        """`forward(sel, **encoder_inputs)` for the rows `sel` of `rows`, on their encoder inputs with only the
+        map positions `keep` left; the outputs of all rows in order."""
+        raise NotImplementedError
+
     def source_mask(self, batch, n_source: int) -> torch.Tensor:
         raise NotImplementedError
 
@@ -49,16 +60,22 @@ class GenerationAdapter(MultiTargetAdapter):
     def label_names(self):
         return None  # targets are vocabulary tokens, not classes
 
-    def run(self, batch):
-        inputs = self.encoder_inputs(batch)
+    def generate(self, batch) -> torch.Tensor:
+        """Greedy generation (no gradient); the sequences, their lengths and whether they ended go to batch.meta."""
         with torch.no_grad():
-            generated = self.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens)
+            generated = self.model.generate(**self.encoder_inputs(batch), do_sample=False, num_beams=1,
+                                            max_new_tokens=self.max_new_tokens)
         # Decoder positions up to the end token are real; generate pads the finished sequences after it.
         is_end = torch.isin(generated, torch.tensor(self.eos, dtype=generated.dtype, device=generated.device))
         is_end[:, 0] = False  # position 0 is the start token (T5 starts with its padding id)
         ended = is_end.any(1)
         length = torch.where(ended, is_end.int().argmax(1), generated.shape[1])  # tokens before the end token
         batch.meta["generated"], batch.meta["length"], batch.meta["ended"] = generated, length, ended
+        return generated
+
+    def run(self, batch):
+        inputs = self.encoder_inputs(batch)
+        generated = self.generate(batch)
         out = self.model(**inputs, decoder_input_ids=generated[:, :-1], output_attentions=True)
         events = [AttentionEvent("self", self.source, self.source, layer, a)
                   for layer, a in enumerate(out.encoder_attentions)]
@@ -68,8 +85,8 @@ class GenerationAdapter(MultiTargetAdapter):
                        AttentionEvent("cross", self.target, self.source, block + 1, cross)]
             block += 2
         n_target, n_source = out.cross_attentions[0].shape[-2:]
-        positions = torch.arange(n_target, device=generated.device)
-        masks = {self.source: self.source_mask(batch, n_source), self.target: positions[None] < length[:, None]}
+        real = torch.arange(n_target, device=generated.device)[None] < batch.meta["length"][:, None]
+        masks = {self.source: self.source_mask(batch, n_source), self.target: real}
         return out.logits, Capture(events, masks, {})
 
     def select_targets(self, batch, logits):
@@ -102,3 +119,45 @@ class GenerationAdapter(MultiTargetAdapter):
         maps.tokens[self.target] = self.tokenizer.convert_ids_to_tokens(ids)
         maps.special[self.target] = torch.isin(torch.tensor(ids), torch.tensor(self.tokenizer.all_special_ids)).numpy()
         return maps
+
+    # -- perturbation over the encoder tokens (SPEC §3): the generated sequence stays teacher-forced, and each
+    # target token is scored at its own decoder position
+    @property
+    def perturbable_modalities(self):
+        return (self.source,)
+
+    def removable_tokens(self, batch, modality):
+        self._require_source(modality)
+        return self.removable_source(batch)
+
+    def perturbed_logits(self, batch, rows, keep, modality, mode, positions):
+        self._require_source(modality)
+        generated = batch.meta["generated"] if "generated" in batch.meta else self.generate(batch)
+        decoder = generated[rows, :-1]
+        head = self.model.get_output_embeddings()
+
+        def forward(sel, **encoder_inputs):
+            with _scores_at(head, positions[sel]):
+                return self.model(**encoder_inputs, decoder_input_ids=decoder[sel]).logits[:, 0]
+
+        return self.perturbed_encoder(batch, rows, keep, mode, forward)
+
+    def _require_source(self, modality):
+        if modality != self.source:
+            raise UnsupportedModelError(f"{self.family} perturbation tests remove {self.source!r} (encoder) tokens; "
+                                        f"{modality!r} tokens are the generated sequence")
+
+
+@contextmanager
+def _scores_at(head: torch.nn.Module, positions: torch.Tensor):
+    """While active, the output head scores only decoder position `positions[r]` of row r, so a pass over long
+    sequences and a large vocabulary returns (R, 1, vocab), not (R, length, vocab)."""
+    def take(_module, args):
+        hidden = args[0]
+        return (hidden[torch.arange(len(positions), device=hidden.device), positions][:, None], *args[1:])
+
+    handle = head.register_forward_pre_hook(take)
+    try:
+        yield
+    finally:
+        handle.remove()

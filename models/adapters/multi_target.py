@@ -58,3 +58,9 @@ class MultiTargetAdapter(Adapter):
         """The maps of target t from readout rows {modality: (T, n)} (numpy)."""
         raise NotImplementedError
 
+    def perturbed_logits(self, batch: Batch, rows: torch.Tensor, keep: torch.Tensor, modality: str, mode: str,
+                         positions: torch.Tensor) -> torch.Tensor:
+        """As `Adapter.perturbed_logits`, read at each row's target: the score row (R, n_classes) of query /
+        decoder position `positions[r]` (an explanation's `target`) of sample `rows[r]`."""
+        raise NotImplementedError
+

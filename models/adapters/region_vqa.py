@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from models.adapters.base import Adapter, SampleMaps
+from models.adapters.token_removal import compact, drop_text_tokens
 from models.batch import Batch
 from models.errors import UnsupportedModelError
 from models.paired import encode_pairs
 from models.regions import RegionGrid, pad_regions, sample_regions
-from models.text import TextEncoder, model_max_length
+from models.text import TextEncoder, model_max_length, removable_text_tokens
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -87,11 +88,7 @@ class RegionVqaAdapter(Adapter):
             return batch["region_mask"].bool()
         if modality != "text":
             raise UnsupportedModelError(f"{self.family} models have text and image tokens, not {modality!r}")
-        mask = batch["attention_mask"].bool()
-        special = torch.zeros_like(mask)
-        for i, flags in enumerate(batch.meta["special"]):
-            special[i, :len(flags)] = torch.as_tensor(flags, device=mask.device)
-        return mask & ~special
+        return removable_text_tokens(batch)
 
     def perturbed_logits(self, batch, rows, keep, modality, mode="drop"):
         if mode != "drop":
@@ -99,27 +96,10 @@ class RegionVqaAdapter(Adapter):
         inputs = {name: value[rows] for name, value in batch.items()}
         removable = self.removable_tokens(batch, modality)[rows]
         if modality == "text":
-            mask = inputs["attention_mask"].bool() & (keep | ~removable)
-            names = [k for k in TEXT_INPUTS if k in inputs and k != "attention_mask"]
-            inputs |= _compact(mask, inputs, names, "attention_mask")
-            inputs["input_ids"] = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0,
-                                                                  self.encoder.tokenizer.pad_token_id or 0)
+            kept = inputs["attention_mask"].bool() & (keep | ~removable)
+            inputs |= drop_text_tokens(inputs, kept, [k for k in TEXT_INPUTS if k in inputs],
+                                       self.encoder.tokenizer.pad_token_id)
         else:
-            mask = removable & keep
-            inputs |= _compact(mask, inputs, ["region_features", "region_boxes"], "region_mask")
+            inputs |= compact(removable & keep, inputs, ["region_features", "region_boxes"], "region_mask")
         return getattr(self.forward(inputs), self.score_name)
 
-
-def _compact(kept: torch.Tensor, inputs: dict, names: list[str], mask_name: str) -> dict[str, torch.Tensor]:
-    """The kept positions of `names` moved to the front of each row (order kept), with their new mask. At
-    least one slot stays: a row with nothing kept sees one masked, zero-valued position."""
-    width = max(1, int(kept.sum(1).max()))
-    order = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :width]
-    new_mask = kept.gather(1, order)
-    out = {mask_name: new_mask.long()}
-    for name in names:
-        value = inputs[name]
-        index = order.view(*order.shape, *([1] * (value.dim() - 2))).expand(-1, -1, *value.shape[2:])
-        gathered = value.gather(1, index)
-        out[name] = gathered * new_mask.view(*new_mask.shape, *([1] * (value.dim() - 2))).to(gathered.dtype)
-    return out

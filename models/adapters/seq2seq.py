@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import torch
+
 from models.adapters.base import SampleMaps
 from models.adapters.generation import GenerationAdapter
-from models.text import TextEncoder, model_max_length
+from models.adapters.token_removal import drop_text_tokens
+from models.text import TextEncoder, model_max_length, removable_text_tokens
 
 
 class Seq2SeqAdapter(GenerationAdapter):
@@ -31,3 +34,18 @@ class Seq2SeqAdapter(GenerationAdapter):
         n = batch.meta["lengths"][i]
         return SampleMaps({"source": row[:n]}, {"source": batch.meta["tokens"][i]},
                           {"source": batch.meta["special"][i]})
+
+    # -- perturbation of the source tokens: dropped from input_ids / attention_mask, order kept, specials stay
+    perturbation_modes = ("drop",)
+
+    def removable_source(self, batch):
+        return removable_text_tokens(batch)
+
+    def perturbed_encoder(self, batch, rows, keep, mode, forward):
+        if mode != "drop":
+            raise ValueError(f"seq2seq perturbation mode must be 'drop', got {mode!r}")
+        inputs = self.encoder_inputs(batch)
+        inputs = {name: value[rows] for name, value in inputs.items()}
+        kept = inputs["attention_mask"].bool() & (keep | ~self.removable_source(batch)[rows])
+        return forward(torch.arange(len(rows), device=rows.device),
+                       **drop_text_tokens(inputs, kept, list(inputs), self.encoder.tokenizer.pad_token_id))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
 from models.adapters.base import Adapter, SampleMaps
+from models.adapters.token_removal import drop_text_tokens
 from models.engine.events import AttentionEvent, Capture, Readout
-from models.text import TextEncoder, model_max_length
+from models.text import TextEncoder, model_max_length, removable_text_tokens
 
 
 class TextClassifierAdapter(Adapter):
@@ -43,22 +42,14 @@ class TextClassifierAdapter(Adapter):
     perturbation_modes = ("drop",)
 
     def removable_tokens(self, batch, modality="text"):
-        mask = batch["attention_mask"].bool()
-        special = torch.zeros_like(mask)
-        for i, flags in enumerate(batch.meta["special"]):
-            special[i, :len(flags)] = torch.as_tensor(flags, device=mask.device)
-        return mask & ~special
+        return removable_text_tokens(batch)
 
     def perturbed_logits(self, batch, rows, keep, modality="text", mode="drop"):
         if mode != "drop":
             raise ValueError(f"text perturbation mode must be 'drop', got {mode!r}")
-        mask = batch["attention_mask"][rows].bool()
-        kept = mask & (keep | ~self.removable_tokens(batch)[rows])  # special tokens always stay
-        order = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :int(kept.sum(1).max())]
-        inputs = {name: value[rows].gather(1, order) for name, value in batch.items() if name != "attention_mask"}
-        new_mask = kept.gather(1, order)
-        inputs["input_ids"] = inputs["input_ids"].masked_fill(~new_mask, self.encoder.tokenizer.pad_token_id or 0)
-        return self.model(**inputs, attention_mask=new_mask.long()).logits
+        inputs = {name: value[rows] for name, value in batch.items()}
+        kept = inputs["attention_mask"].bool() & (keep | ~self.removable_tokens(batch)[rows])  # specials stay
+        return self.model(**drop_text_tokens(inputs, kept, list(inputs), self.encoder.tokenizer.pad_token_id)).logits
 
 
 class MeanPoolAdapter(TextClassifierAdapter):

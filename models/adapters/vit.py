@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
 from models.adapters.base import Adapter, SampleMaps
+from models.adapters.token_removal import black_out, drop_patches
 from models.batch import Batch, collect
 from models.engine.events import AttentionEvent, Capture, Readout
 from models.errors import SampleError
@@ -56,31 +55,12 @@ class ViTAdapter(Adapter):
     def perturbed_logits(self, batch, rows, keep, modality="image", mode="drop"):
         pixels = batch["pixel_values"][rows]
         if mode == "zero":
-            return self.model(pixel_values=self._black_out(pixels, ~keep)).logits
+            removed = ~keep.view(-1, self.grid, self.grid)
+            return self.model(pixel_values=black_out(pixels, removed, self.transform)).logits
         if mode != "drop":
             raise ValueError(f"ViT perturbation mode must be one of {self.perturbation_modes}, got {mode!r}")
-        counts = keep.sum(1)
-        logits = None
-        for k in counts.unique().tolist():  # rows of one step fraction share their kept count: one pass each
-            sel = (counts == k).nonzero().squeeze(1)
-            patches = keep[sel].nonzero()[:, 1].view(len(sel), k) + self.n_special  # ascending: order kept
-            special = torch.arange(self.n_special, device=keep.device).expand(len(sel), -1)
-            with _gather_tokens(self.model.base_model.embeddings, torch.cat([special, patches], 1)):
-                out = self.model(pixel_values=pixels[sel]).logits
-            logits = out.new_empty(len(rows), out.shape[1]) if logits is None else logits
-            logits[sel] = out
-        return logits
-
-    def _black_out(self, pixels: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
-        """Removed patches take the normalised value of black, (0 − mean) / std per channel (the reference
-        protocol zeroes the [0, 1] image before normalising)."""
-        patch = self.model.config.patch_size
-        grid = removed.view(-1, 1, self.grid, self.grid)
-        mask = grid.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
-        mean, std = (torch.tensor(v, dtype=pixels.dtype, device=pixels.device) for v in
-                     (self.transform.mean, self.transform.std))
-        black = (-mean / std).view(1, -1, 1, 1)
-        return torch.where(mask, black, pixels)
+        return drop_patches(self.model.base_model.embeddings, self.n_special, keep,
+                            lambda sel: self.model(pixel_values=pixels[sel]).logits)
 
 
 def image_batch(transform: PixelTransform, samples: list[dict], errors: str = "raise") -> Batch:
@@ -95,16 +75,3 @@ def image_batch(transform: PixelTransform, samples: list[dict], errors: str = "r
     tensor = torch.from_numpy(np.stack(pixels)) if pixels else torch.empty(0)
     return Batch({"pixel_values": tensor}, ids, failures)
 
-
-@contextmanager
-def _gather_tokens(embeddings: torch.nn.Module, index: torch.Tensor):
-    """While active, the embedding layer returns only the token positions `index` (R, k) of each row, so the
-    stock encoder, final norm and head run on the shortened sequence."""
-    def keep(_module, _inputs, out):
-        return out.gather(1, index[..., None].expand(-1, -1, out.shape[-1]))
-
-    handle = embeddings.register_forward_hook(keep)
-    try:
-        yield
-    finally:
-        handle.remove()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 import models
+from models.adapters.multi_target import MultiTargetAdapter
 from models.perturbation import perturbation_curves
 from tasks.evaluate.notes import Notes
 from tasks.evaluate.rows import Rows
@@ -25,8 +26,9 @@ def auc(fractions, values) -> float:
 
 
 def _reference(m, sample: dict, exp) -> tuple[int | None, str]:
-    """The class a perturbed prediction must match: the label's, else the unperturbed prediction."""
-    if sample.get("label") is not None:
+    """The class a perturbed prediction must match: the label's, else the unperturbed prediction (always, for a
+    many-target model: its targets are the model's own detections / generated tokens)."""
+    if sample.get("label") is not None and not isinstance(m.adapter, MultiTargetAdapter):
         try:
             return label_index(m, sample), "label"
         except models.SampleError:
@@ -39,18 +41,23 @@ def perturbation_rows(m, batch, samples: dict[str, dict], exps: list, method: st
     """Both tests for every modality of the model, for `exps` (one method's explanations of `batch`)."""
     position = {sid: i for i, sid in enumerate(batch.sample_ids)}
     digest = settings.digest("perturbation")
+    adapter = m.adapter
     for modality in m.modalities:
         items = [x for x in exps if x.ok and x.sample_id in position and modality in x.relevance]
         notes.add(method, modality, "perturbation", "no usable map (failed sample, other modality, unreadable input)",
                   len(exps) - len(items))
         if not items:
             continue
-        mode = settings.mode_for(modality)
-        fractions = settings.default_steps if modality in m.adapter.region_modalities else settings.steps_for(modality)
-        if mode not in m.adapter.perturbation_modes:
-            notes.add(method, modality, "perturbation", f"mode {mode!r} is not available for {m.adapter.family} "
-                      f"models (modes: {', '.join(m.adapter.perturbation_modes) or 'none'})", len(items))
+        if modality not in adapter.perturbable_modalities:
+            reason = (f"{adapter.family} models are perturbed over their {' and '.join(adapter.perturbable_modalities)}"
+                      " tokens only" if adapter.perturbable_modalities
+                      else f"perturbation tests are not available for {adapter.family} models")
+            notes.add(method, modality, "perturbation", reason, len(items))
             continue
+        mode = settings.mode_for(modality)
+        if mode not in adapter.perturbation_modes:  # e.g. DETR blacks out pixels only: the test name says so
+            mode = adapter.perturbation_modes[0]
+        fractions = settings.default_steps if modality in adapter.region_modalities else settings.steps_for(modality)
         result = _curves(m, batch, modality, items, position, fractions, mode, max_rows, notes, method)
         for item, probs, scores, preds in result:
             reference, against = _reference(m, samples[item.sample_id], item)
@@ -71,10 +78,13 @@ def perturbation_rows(m, batch, samples: dict[str, dict], exps: list, method: st
 def _curves(m, batch, modality, items, position, fractions, mode, max_rows, notes, method):
     """[(item, probability (D, S), score (D, S), prediction (D, S))]; a map that does not fit the re-encoded
     input (e.g. other truncation) is skipped with a note instead of failing the batch."""
+    many = isinstance(m.adapter, MultiTargetAdapter)  # score the predicted class / token at the target's position
+
     def run(chunk):
-        c = perturbation_curves(m, batch, modality, [x.relevance[modality] for x in chunk], [x.target for x in chunk],
-                                fractions, samples=[position[x.sample_id] for x in chunk], mode=mode,
-                                max_rows=max_rows)
+        c = perturbation_curves(m, batch, modality, [x.relevance[modality] for x in chunk],
+                                [x.prediction if many else x.target for x in chunk], fractions,
+                                samples=[position[x.sample_id] for x in chunk], mode=mode, max_rows=max_rows,
+                                positions=[x.target for x in chunk] if many else None)
         return list(zip(chunk, c.probability, c.score, c.prediction))
 
     try:

@@ -42,8 +42,17 @@ def test_audit_of_the_captioner_stores_one_row_per_generated_token(ray_cluster, 
 
     # The evaluation scores each generated word's image map against its cell (word k <-> cell k), per token.
     summary = evaluate_run(store, s.run_id, device="cpu", settings=EvalSettings(resamples=100))
-    pointing = [r for r in store.metrics(run_id=s.run_id).to_pylist()
-                if r["metric"] == "pointing_game" and r["sample_id"] is not None and r["method"] == "chefer2021"]
-    assert {(r["sample_id"], r["target_index"]) for r in pointing} == {k for k in preds if k[1] is not None}
+    rows = [r for r in store.metrics(run_id=s.run_id).to_pylist()
+            if r["sample_id"] is not None and r["method"] == "chefer2021"]
+    targets = {k for k in preds if k[1] is not None}
+    pointing = [r for r in rows if r["metric"] == "pointing_game"]
+    assert {(r["sample_id"], r["target_index"]) for r in pointing} == targets
     assert np.mean([r["value"] for r in pointing]) > 0.6  # a random map points into the right cell 1 time in 4
-    assert any("not available for captioner models" in n for n in summary.notes)
+
+    # Perturbation over the encoder's patches, per generated word (SPEC §3): removing the patches its map ranks
+    # first loses the word sooner than removing the last ones; the decoder's own tokens are not perturbed.
+    auc = {test: {(r["sample_id"], r["target_index"]): r["value"] for r in rows
+                  if r["metric"] == f"auc_{test}" and r["modality"] == "image"} for test in ("positive", "negative")}
+    assert set(auc["positive"]) == set(auc["negative"]) == targets
+    assert np.mean(list(auc["positive"].values())) < np.mean(list(auc["negative"].values())) - 10
+    assert any("captioner models are perturbed over their image tokens only" in n for n in summary.notes)

@@ -19,19 +19,6 @@ from tests.reference import rules
 TOL = 1e-5
 
 
-def detr_model(threshold=tiny_encdec.DETR_THRESHOLD):
-    return models.wrap(tiny_encdec.detr(), device="cpu", transform=tiny_encdec.DETR_TRANSFORM, threshold=threshold)
-
-
-def generator(kind):
-    model, tok = getattr(tiny_encdec, kind)()
-    # Random weights may end at once or emit special tokens only: keep a few words to explain.
-    config = model.generation_config
-    config.min_new_tokens = 3
-    config.suppress_tokens = [i for i in tok.all_special_ids if i != config.eos_token_id]
-    return models.wrap(model, tokenizer=tok, device="cpu")
-
-
 def samples_of(kind, n=3):
     return tiny_encdec.images(n, 32) if kind == "captioner" else tiny_encdec.texts(n)
 
@@ -80,7 +67,7 @@ def reference_token(model, encoder_inputs, generated, position, source):
 
 
 def test_detr_every_detection_matches_the_per_detection_reference():
-    m = detr_model()
+    m = tiny_encdec.wrapped_detr()
     batch = m.preprocess(tiny_encdec.images(3, 40))
     exps = models.explain(m, batch, method="chefer2021")
     assert 3 < len(exps) < 3 * 6, "some queries above the threshold, not all"
@@ -97,7 +84,7 @@ def test_detr_every_detection_matches_the_per_detection_reference():
 
 @pytest.mark.parametrize("kind", ["captioner", "bart", "t5"])
 def test_every_generated_token_matches_the_per_token_reference(kind):
-    m = generator(kind)
+    m = tiny_encdec.wrapped_generator(kind)
     samples = samples_of(kind)
     batch = m.preprocess(samples)
     exps = models.explain(m, batch, method="chefer2021")
@@ -121,7 +108,7 @@ def test_every_generated_token_matches_the_per_token_reference(kind):
 
 @pytest.mark.parametrize("kind", ["detr", "captioner", "bart", "t5"])
 def test_all_targets_in_one_pass_equal_one_target_per_pass(kind, monkeypatch):
-    m = detr_model() if kind == "detr" else generator(kind)
+    m = tiny_encdec.wrapped_detr() if kind == "detr" else tiny_encdec.wrapped_generator(kind)
     batch = m.preprocess(tiny_encdec.images(3, 40) if kind == "detr" else samples_of(kind))
     methods = models.available_methods()
     together = models.explain(m, batch, method=methods)
