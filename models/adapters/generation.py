@@ -137,8 +137,9 @@ class GenerationAdapter(MultiTargetAdapter):
         head = self.model.get_output_embeddings()
 
         def forward(sel, **encoder_inputs):
-            with _scores_at(head, positions[sel]):
-                return self.model(**encoder_inputs, decoder_input_ids=decoder[sel]).logits[:, 0]
+            at = positions[sel]
+            with _scores_at(head, at):  # the decoder is causal: the tokens after the last target do not matter
+                return self.model(**encoder_inputs, decoder_input_ids=decoder[sel, :int(at.max()) + 1]).logits[:, 0]
 
         return self.perturbed_encoder(batch, rows, keep, mode, forward)
 
