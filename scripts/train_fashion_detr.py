@@ -37,6 +37,7 @@ from training_common import (
 from storage.datasets import FashionDetect
 from storage.datasets.fashion.mnist import ITEM_SIZE, load_fashion_mnist
 from storage.datasets.fashion.scene import NOISE_MAX
+from tasks.evaluate.detection_ap import detection_ap
 
 SIZE, MEAN, STD = 96, 0.5, 0.5
 
@@ -69,46 +70,23 @@ def arrays(dataset) -> tuple[torch.Tensor, list[dict]]:
     return pixels.unsqueeze(1), targets
 
 
-def _iou(box: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    lo, hi = torch.maximum(box[:2], boxes[:, :2]), torch.minimum(box[2:], boxes[:, 2:])
-    inter = (hi - lo).clamp_min(0).prod(1)
-    area = (box[2:] - box[:2]).prod()
-    return inter / (area + (boxes[:, 2:] - boxes[:, :2]).prod(1) - inter)
-
-
 def _xyxy(cxcywh: torch.Tensor) -> torch.Tensor:
-    return torch.cat([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], 1)
+    return torch.cat([cxcywh[..., :2] - cxcywh[..., 2:] / 2, cxcywh[..., :2] + cxcywh[..., 2:] / 2], -1)
 
 
 @torch.no_grad()
-def average_precision(model, pixels, targets, iou=0.5, batch_size=250) -> float:
-    """AP at IoU `iou` (all-point interpolated), mean over the classes present; every query is a detection
-    scored by its best real class probability."""
+def average_precision(model, pixels, truths, batch_size=250) -> float:
+    """AP@0.5 (tasks/evaluate/detection_ap.py) with every query a detection, scored by its best real class
+    probability; `truths` are the samples' ground truth (pixel boxes)."""
     model.eval()
-    found = []  # (class, score, image, box)
-    for lo in range(0, len(targets), batch_size):
+    found = []
+    for lo in range(0, len(truths), batch_size):
         out = model(pixel_values=pixels[lo:lo + batch_size])
         score, cls = torch.softmax(out.logits, -1)[..., :-1].max(-1)
-        for i in range(len(score)):
-            found += [(int(c), float(s), lo + i, b) for c, s, b in zip(cls[i], score[i], _xyxy(out.pred_boxes[i]))]
-    aps = []
-    for c in sorted({int(x) for t in targets for x in t["class_labels"]}):
-        truth = {i: _xyxy(t["boxes"][t["class_labels"] == c]) for i, t in enumerate(targets)}
-        used = {i: torch.zeros(len(b), dtype=torch.bool) for i, b in truth.items()}
-        hits = []
-        for _, _, i, box in sorted((f for f in found if f[0] == c), key=lambda f: -f[1]):
-            overlap = _iou(box, truth[i]) if len(truth[i]) else torch.zeros(0)
-            best = int(overlap.argmax()) if len(overlap) else -1
-            hit = best >= 0 and overlap[best] >= iou and not used[i][best]
-            if hit:
-                used[i][best] = True
-            hits.append(hit)
-        hits = np.array(hits, dtype=float)
-        recall = np.cumsum(hits) / sum(len(b) for b in truth.values())
-        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(hits) else np.zeros(0)
-        aps.append(float(np.sum(np.diff(np.concatenate([[0.0], recall])) * envelope)))
-    return float(np.mean(aps))
+        boxes = (_xyxy(out.pred_boxes) * SIZE).tolist()
+        found += [(lo + i, c, s, b) for i in range(len(score))
+                  for c, s, b in zip(cls[i].tolist(), score[i].tolist(), boxes[i])]
+    return detection_ap(found, truths)
 
 
 def item_canvases(split: str, rng: np.random.Generator, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,7 +139,8 @@ def train(args) -> dict:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     test_set = FashionDetect(split="test", n=args.test_n, seed=args.seed)
-    x_test, y_test = arrays(test_set)
+    x_test, _ = arrays(test_set)
+    truths = [test_set[i]["ground_truth"] for i in range(len(test_set))]
     model = build_model(test_set.label_names)
     weights, item_accuracy = pretrain_backbone(args, args.backbone_epochs)
     backbone = model.model.backbone.model
@@ -185,8 +164,8 @@ def train(args) -> dict:
             optimizer.step()
             schedule.step()
         print(f"epoch {epoch + 1}/{args.epochs}: loss {loss.item():.3f}, AP@0.5 "
-              f"{average_precision(model, x_test, y_test):.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
-    ap = average_precision(model, x_test, y_test)
+              f"{average_precision(model, x_test, truths):.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    ap = average_precision(model, x_test, truths)
     out = Path(args.out)
     model.save_pretrained(out, safe_serialization=True)
     write_preprocessor(out, SIZE, MEAN, STD)
@@ -197,7 +176,7 @@ def train(args) -> dict:
 
 
 def main(argv=None) -> None:
-    p = training_parser(__doc__, ZOO / "fashion-detr", train_n=6_000, test_n=500, epochs=8, batch_size=32, lr=1e-3,
+    p = training_parser(__doc__, ZOO / "fashion-detr", train_n=6_000, test_n=500, epochs=30, batch_size=32, lr=5e-4,
                         smoke_train_n=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backbone-epochs", type=int, default=8, help="epochs of backbone pre-training (stage 1)")

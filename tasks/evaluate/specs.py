@@ -3,7 +3,8 @@ way and a metric is never computed for a modality it does not fit.
 
 Metric names in the `metrics` table: `auc_<test>` / `prob_auc_<test>` for the perturbation tests (`<test>` =
 `positive`, `negative`, or `positive_zero` / `negative_zero` for the ViT pixel-zeroing protocol),
-`bmeq_fixed` / `bmeq_topk` / `bmeq_otsu`, `auprc`, `pointing_game`, and `sanity_spearman@<step>`.
+`bmeq_fixed` / `bmeq_topk` / `bmeq_otsu`, `auprc`, `pointing_game`, `seg_iou` / `seg_ap` (detections), and
+`sanity_spearman@<step>`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("bmeq_otsu", "localisation", True, ANY, "BMEQ, tokens above the Otsu threshold of the map"),
     Metric("auprc", "localisation", True, ANY, "average precision of relevance against the ground-truth tokens"),
     Metric("pointing_game", "localisation", True, ANY, "1 when the most relevant token is in the ground truth"),
+    Metric("seg_iou", "localisation", True, ("image",), "detections: IoU of the Otsu-thresholded map (resized to "
+           "the image) with the object's mask (the reference's weakly-supervised segmentation)"),
+    Metric("seg_ap", "localisation", True, ("image",), "detections: average precision of the map's pixel ranking "
+           "(resized to the image) against the object's mask"),
     Metric("sanity_spearman", "sanity", False, ANY,
            "Spearman correlation with the original map after cascading randomisation down to <step>"),
 ]}

@@ -56,3 +56,26 @@ def test_audit_of_the_captioner_stores_one_row_per_generated_token(ray_cluster, 
     assert set(auc["positive"]) == set(auc["negative"]) == targets
     assert np.mean(list(auc["positive"].values())) < np.mean(list(auc["negative"].values())) - 10
     assert any("captioner models are perturbed over their image tokens only" in n for n in summary.notes)
+
+
+def test_audit_of_the_detector_stores_each_detection_and_its_evaluation(ray_cluster, prefect_api, tmp_path):
+    """builtin:fashion-detr through the flow: one row per detection (box + class), each map scored against the
+    object its box found (grid metrics + Otsu segmentation), and DETR's pixel-zeroing perturbation per detection."""
+    s = run_audit(AuditRequest(model="builtin:fashion-detr", data="builtin:fashion-detect?n=8", methods=METHODS,
+                               store=str(tmp_path / "store"), shard_size=4, batch_size=4), progress=False)
+    assert (s.status, s.samples, s.failed) == ("completed", 8, 0)
+    store = Store.open(tmp_path / "store")
+    preds = store.predictions(run_id=s.run_id).to_pylist()
+    detections = {(p["sample_id"], p["target_index"]) for p in preds if p["target_index"] is not None}
+    assert len(detections) >= 8 and all(len(json.loads(p["target_detail"])["box"]) == 4 for p in preds
+                                        if p["target_index"] is not None)
+    evaluate_run(store, s.run_id, device="cpu", settings=EvalSettings(resamples=100))
+    rows = [r for r in store.metrics(run_id=s.run_id).to_pylist()
+            if r["sample_id"] is not None and r["method"] == "chefer2021"]
+    by_metric = {name: {(r["sample_id"], r["target_index"]): r["value"] for r in rows if r["metric"] == name}
+                 for name in ("pointing_game", "seg_iou", "auc_positive_zero", "auc_negative_zero")}
+    assert set(by_metric["auc_positive_zero"]) == set(by_metric["auc_negative_zero"]) == detections
+    assert set(by_metric["seg_iou"]) <= detections and len(by_metric["seg_iou"]) >= 0.8 * len(detections)
+    assert np.mean(list(by_metric["pointing_game"].values())) > 0.8
+    mean = {name: np.mean(list(values.values())) for name, values in by_metric.items()}
+    assert mean["auc_positive_zero"] < mean["auc_negative_zero"]  # blacking out the relevant cells hurts more

@@ -1,5 +1,5 @@
-"""scripts/train_fashion_detr.py runs, and what it writes loads as a DETR the adapter explains (no built-in
-fashion-detr ships yet: 8 epochs / 12 CPU minutes reach AP@0.5 0.003, README)."""
+"""scripts/train_fashion_detr.py runs (both stages: backbone pre-training, then DETR), and what it writes loads as
+a DETR the adapter explains."""
 
 import json
 import subprocess
@@ -21,6 +21,7 @@ def test_training_script_smoke_run_loads_and_explains(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "training.json").read_text())
     assert report["epochs"] == 1 and 0.0 <= report["test_ap50"] <= 1.0
+    assert report["backbone_pretraining"]["epochs"] == 1
     m = models.load(str(tmp_path), device="cpu")
     assert m.adapter.transform.size == 96 and m.adapter.transform.channels == 1
     m.adapter.threshold = 0.0  # an untrained model is sure of nothing: explain every query
