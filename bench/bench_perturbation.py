@@ -36,7 +36,8 @@ from tests import tiny_models  # noqa: E402
 
 
 def build(kind: str, device: str):
-    """(model, samples factory, modality, steps): a ViT the size of builtin:fashion-vit, or the tiny BERT."""
+    """(model, samples factory, modality, steps): a small ViT (64x64 grey, patch 8, hidden 64: the first
+    builtin:fashion-vit's shape, which the README's numbers used), or the tiny BERT."""
     if kind == "text":
         return tiny_models.wrapped("bert", device), lambda n: tiny_models.texts(n), "text", TEXT_STEPS
     cfg = T.ViTConfig(image_size=64, patch_size=8, num_channels=1, hidden_size=64, num_hidden_layers=4,

@@ -20,7 +20,7 @@ For N built-in samples (builtin:fashion-canvas, every method, batch 32):
                workers and go straight to the store. Ray workers and servers are other processes.
 
 The model is builtin:fashion-vit when it is installed, else a random-weight ViT of the same shape (64x64
-grey, patch 8, 4 layers, hidden 64); the script says which.
+grey, patch 8, 4 layers, hidden 128); the script says which.
 
     python bench/bench_pipeline.py                       # 5,000 samples; RSS at 1,000 and 10,000
     python bench/bench_pipeline.py --samples 1000 --rss-sizes 500 2000
@@ -56,8 +56,8 @@ def pick_model(work: Path) -> tuple[str, str]:
 
     from storage.datasets import CLASS_NAMES
 
-    config = transformers.ViTConfig(image_size=64, patch_size=8, num_channels=1, hidden_size=64, num_hidden_layers=4,
-                                    num_attention_heads=4, intermediate_size=128,
+    config = transformers.ViTConfig(image_size=64, patch_size=8, num_channels=1, hidden_size=128, num_hidden_layers=4,
+                                    num_attention_heads=4, intermediate_size=256,
                                     id2label=dict(enumerate(CLASS_NAMES)))
     torch.manual_seed(0)
     folder = work / "fashion-vit-shaped"

@@ -14,9 +14,9 @@ from storage.datasets import open_dataset
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 HELD_OUT = 500  # canvases from Fashion-MNIST *test* items, never seen in training
-# The shipped model scores 83.0% on 2,000 test canvases (training.json); issue 3 asks for 85%, which this
-# 42-epoch CPU run does not reach (README, "Built-in data and models"). The bound guards against regressions.
-MIN_ACCURACY = 0.80
+# Issue 3's target, met by the recorded accuracy on training.json's 2,000 test canvases (85.0%). This other slice
+# scores 85.0% too (425/500); its bound leaves 5 samples of room for argmax flips between machines' float maths.
+MIN_ACCURACY, MIN_SLICE_ACCURACY = 0.85, 0.84
 
 
 def test_shipped_model_reaches_its_accuracy_on_held_out_canvases():
@@ -27,7 +27,7 @@ def test_shipped_model_reaches_its_accuracy_on_held_out_canvases():
         samples = [data[i] for i in range(lo, lo + 100)]
         exps = models.explain(m, m.preprocess(samples), method="raw_attention")
         correct += sum(e.prediction == s["label"] for e, s in zip(exps, samples))
-    assert correct / HELD_OUT >= MIN_ACCURACY
+    assert correct / HELD_OUT >= MIN_SLICE_ACCURACY
     recorded = json.loads((ROOT / "models/zoo/fashion-vit/training.json").read_text())
     assert recorded["test_accuracy"] >= MIN_ACCURACY
 
