@@ -55,8 +55,10 @@ def perturbation_rows(m, batch, samples: dict[str, dict], exps: list, method: st
             notes.add(method, modality, "perturbation", reason, len(items))
             continue
         mode = settings.mode_for(modality)
-        if mode not in adapter.perturbation_modes:  # e.g. DETR blacks out pixels only: the test name says so
-            mode = adapter.perturbation_modes[0]
+        if mode not in adapter.perturbation_modes:  # the evaluation passes settings.for_modes(...): not there
+            notes.add(method, modality, "perturbation", f"mode {mode!r} is not available for {adapter.family} "
+                      f"models (modes: {', '.join(adapter.perturbation_modes)})", len(items))
+            continue
         fractions = settings.default_steps if modality in adapter.region_modalities else settings.steps_for(modality)
         result = _curves(m, batch, modality, items, position, fractions, mode, max_rows, notes, method)
         for item, probs, scores, preds in result:

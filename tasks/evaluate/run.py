@@ -82,6 +82,11 @@ class _Context:
                                       truncate=bool(self.config.get("truncate", False)))
         return self._model
 
+    def settings_for(self, test: str) -> EvalSettings:
+        """The perturbation test runs the protocol the model has (EvalSettings.for_modes); others as given."""
+        return self.settings.for_modes(self.model().adapter.perturbation_modes) if test == "perturbation" \
+            else self.settings
+
     def read(self, positions: Iterable[int], notes: Notes) -> dict[str, dict]:
         samples = {}
         for i in positions:
@@ -175,7 +180,7 @@ def _on_pool(pool, job: ChunkJob, chunks: list[Chunk]):
 
 def _evaluate_chunk(ctx: _Context, chunk: Chunk, jobs: list[tuple[str, str]]) -> bool:
     """Compute and commit the jobs of one chunk that are not committed yet; False when none was pending."""
-    keys = {job: chunk.key(ctx.run_id, job[0], job[1], ctx.settings.key_part(job[0])) for job in jobs}
+    keys = {job: chunk.key(ctx.run_id, job[0], job[1], ctx.settings_for(job[0]).key_part(job[0])) for job in jobs}
     done = committed_keys(ctx.store, "metrics", list(keys.values()))
     pending = [job for job in jobs if keys[job] not in done]
     if not pending:
@@ -194,7 +199,7 @@ def _evaluate_chunk(ctx: _Context, chunk: Chunk, jobs: list[tuple[str, str]]) ->
         for test, method in pending:
             exps = [x for sid in samples for x in by_sample.get((method, sid), [])]
             if test == "perturbation":
-                perturbation_rows(ctx.model(), batch, samples, exps, method, ctx.settings, curves[method],
+                perturbation_rows(ctx.model(), batch, samples, exps, method, ctx.settings_for(test), curves[method],
                                   metrics[(test, method)], notes[(test, method)], ctx.max_rows)
             else:
                 localisation_rows(samples, exps, method, ctx.settings, metrics[(test, method)], notes[(test, method)])

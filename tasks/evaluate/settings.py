@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from models import AttnAuditError
 
@@ -44,6 +44,14 @@ class EvalSettings:
 
     def mode_for(self, modality: str) -> str:
         return self.perturbation_mode if modality == "image" else "drop"
+
+    def for_modes(self, modes: tuple[str, ...]) -> EvalSettings:
+        """The settings a model with these perturbation modes really runs: an image protocol it lacks becomes its
+        first mode (DETR only zeroes; a text model only drops), so store keys and test names say what ran and
+        evaluating again with the other flag finds the rows already there."""
+        if modes and self.perturbation_mode not in modes:
+            return replace(self, perturbation_mode=modes[0])
+        return self
 
     def as_dict(self) -> dict:
         return asdict(self)

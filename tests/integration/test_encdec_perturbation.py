@@ -155,13 +155,15 @@ def test_decoder_tokens_are_not_perturbed():
 
 def test_evaluation_of_detr_blacks_out_pixels_and_says_so():
     """DETR has no "drop" (its sine position embeddings would shift): the evaluation's default image protocol
-    falls back to "zero", and the test name records it; every detection gets its curve."""
+    becomes "zero", in the store key and the test name; every detection gets its curve."""
     m = tiny_encdec.wrapped_detr()
     samples = {s["id"]: s for s in tiny_encdec.images(3, 40)}
     batch = m.preprocess(list(samples.values()))
     exps = models.explain(m, batch, method="chefer2021")
     curves, metrics, notes = curve_rows(), metric_rows(), Notes()
-    perturbation_rows(m, batch, samples, exps, "chefer2021", EvalSettings(), curves, metrics, notes)
+    settings = EvalSettings().for_modes(m.adapter.perturbation_modes)
+    assert settings.perturbation_mode == "zero" and settings.key_part("perturbation").endswith("-zero")
+    perturbation_rows(m, batch, samples, exps, "chefer2021", settings, curves, metrics, notes)
     assert not notes
     assert set(curves.columns["perturbation"]) == {"positive_zero", "negative_zero"}
     aucs = [(sid, t) for sid, t, name in zip(metrics.columns["sample_id"], metrics.columns["target_index"],
