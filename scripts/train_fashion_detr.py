@@ -28,12 +28,14 @@ import transformers
 from training_common import (
     ZOO,
     cosine_schedule,
+    image_accuracy,
     parse_training_args,
     training_parser,
     write_preprocessor,
     write_report,
 )
 
+from models.adapters.detr import centre_to_corners
 from storage.datasets import FashionDetect
 from storage.datasets.fashion.mnist import ITEM_SIZE, load_fashion_mnist
 from storage.datasets.fashion.scene import NOISE_MAX
@@ -70,10 +72,6 @@ def arrays(dataset) -> tuple[torch.Tensor, list[dict]]:
     return pixels.unsqueeze(1), targets
 
 
-def _xyxy(cxcywh: torch.Tensor) -> torch.Tensor:
-    return torch.cat([cxcywh[..., :2] - cxcywh[..., 2:] / 2, cxcywh[..., :2] + cxcywh[..., 2:] / 2], -1)
-
-
 @torch.no_grad()
 def average_precision(model, pixels, truths, batch_size=250) -> float:
     """AP@0.5 (tasks/evaluate/detection_ap.py) with every query a detection, scored by its best real class
@@ -83,16 +81,14 @@ def average_precision(model, pixels, truths, batch_size=250) -> float:
     for lo in range(0, len(truths), batch_size):
         out = model(pixel_values=pixels[lo:lo + batch_size])
         score, cls = torch.softmax(out.logits, -1)[..., :-1].max(-1)
-        boxes = (_xyxy(out.pred_boxes) * SIZE).tolist()
+        boxes = (centre_to_corners(out.pred_boxes) * SIZE).tolist()
         found += [(lo + i, c, s, b) for i in range(len(score))
                   for c, s, b in zip(cls[i].tolist(), score[i].tolist(), boxes[i])]
     return detection_ap(found, truths)
 
 
-def item_canvases(split: str, rng: np.random.Generator, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Fashion-MNIST items of `split` (the first `limit`) at random places on noise canvases, normalised as
-    DETR's input."""
-    images, labels = (a[:limit] for a in load_fashion_mnist(split))
+def item_canvases(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    """Fashion-MNIST items at random places on noise canvases, normalised as DETR's input."""
     canvas = rng.integers(0, NOISE_MAX + 1, size=(len(images), ITEM_CANVAS, ITEM_CANVAS)).astype(np.uint8)
     for k, (x, y) in enumerate(rng.integers(0, ITEM_CANVAS - ITEM_SIZE + 1, size=(len(images), 2))):
         canvas[k, y:y + ITEM_SIZE, x:x + ITEM_SIZE] = np.maximum(canvas[k, y:y + ITEM_SIZE, x:x + ITEM_SIZE], images[k])
@@ -105,12 +101,13 @@ def pretrain_backbone(args, epochs: int, batch_size: int = 128, lr: float = 2e-3
     rng = np.random.default_rng(args.seed)
     classifier = transformers.ResNetForImageClassification(transformers.ResNetConfig(**BACKBONE, num_labels=10))
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=1e-4)
-    limit = getattr(args, "backbone_items", None)
-    x_test, y_test = item_canvases("test", rng, limit)
-    steps = epochs * -(-len(load_fashion_mnist(args.train_split)[1][:limit]) // batch_size)
+    train_items, test_items = ([a[:args.backbone_items] for a in load_fashion_mnist(split)]
+                               for split in (args.train_split, "test"))
+    x_test, y_test = item_canvases(*test_items, rng)
+    steps = epochs * -(-len(train_items[1]) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
     for epoch in range(epochs):
-        x, y = item_canvases(args.train_split, rng, limit)
+        x, y = item_canvases(*train_items, rng)
         classifier.train()
         order = torch.randperm(len(y))
         for i in range(0, len(y), batch_size):
@@ -120,18 +117,10 @@ def pretrain_backbone(args, epochs: int, batch_size: int = 128, lr: float = 2e-3
             loss.backward()
             optimizer.step()
             schedule.step()
-        accuracy = _accuracy(classifier, x_test, y_test)
+        accuracy = image_accuracy(classifier, x_test, y_test)
         print(f"backbone epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, item accuracy {accuracy:.4f}", flush=True)
     return {k.removeprefix("resnet."): v for k, v in classifier.state_dict().items()
             if k.startswith("resnet.") and not k.endswith("num_batches_tracked")}, accuracy
-
-
-@torch.no_grad()
-def _accuracy(classifier, pixels, labels, batch_size=1000) -> float:
-    classifier.eval()
-    hits = sum((classifier(pixel_values=pixels[i:i + batch_size]).logits.argmax(-1) == labels[i:i + batch_size])
-               .sum().item() for i in range(0, len(labels), batch_size))
-    return hits / len(labels)
 
 
 def train(args) -> dict:
@@ -180,6 +169,7 @@ def main(argv=None) -> None:
                         smoke_train_n=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backbone-epochs", type=int, default=8, help="epochs of backbone pre-training (stage 1)")
+    p.set_defaults(backbone_items=None)  # every item
     args = parse_training_args(p, argv, smoke_test_n=32)
     if args.smoke:  # stage 1 on as few items as stage 2 has canvases
         args.backbone_epochs, args.backbone_items = 1, args.train_n

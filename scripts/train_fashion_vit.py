@@ -20,6 +20,7 @@ import transformers
 from training_common import (
     ZOO,
     cosine_schedule,
+    image_accuracy,
     parse_training_args,
     provenance,
     training_parser,
@@ -45,14 +46,6 @@ def build_model(labels: list[str]) -> transformers.ViTForImageClassification:
         intermediate_size=256, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     return transformers.ViTForImageClassification(config)
-
-
-@torch.no_grad()
-def accuracy(model, pixels, labels, batch_size=500) -> float:
-    model.eval()
-    hits = sum((model(pixel_values=pixels[i:i + batch_size]).logits.argmax(-1) == labels[i:i + batch_size]).sum()
-               .item() for i in range(0, len(labels), batch_size))
-    return hits / len(labels)
 
 
 def train(args) -> dict:
@@ -85,8 +78,8 @@ def train(args) -> dict:
             optimizer.step()
             schedule.step()
         print(f"epoch {epoch + 1}/{args.epochs}: loss {loss.item():.3f}, test accuracy "
-              f"{accuracy(model, x_test, y_test):.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
-    test_accuracy = accuracy(model, x_test, y_test)
+              f"{image_accuracy(model, x_test, y_test):.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    test_accuracy = image_accuracy(model, x_test, y_test)
     model.save_pretrained(args.out, safe_serialization=True)
     write_preprocessor(args.out, 64, MEAN, STD)
     report = {"train": train_set.ref, "test": test_set.ref, "test_accuracy": round(test_accuracy, 4),

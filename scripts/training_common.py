@@ -94,3 +94,12 @@ def write_report(out: Path, args, started: float, model, generator: str, test_re
 def write_preprocessor(out: Path, size: int, mean: float, std: float) -> None:
     (Path(out) / "preprocessor_config.json").write_text(json.dumps(
         {"image_mean": [mean], "image_std": [std], "do_normalize": True, "size": size}, indent=2) + "\n")
+
+
+@torch.no_grad()
+def image_accuracy(model, pixels: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of a Hugging Face image classifier (eval mode) on normalised pixels."""
+    model.eval()
+    hits = sum((model(pixel_values=pixels[i:i + batch_size]).logits.argmax(-1) == labels[i:i + batch_size]).sum()
+               .item() for i in range(0, len(labels), batch_size))
+    return hits / len(labels)

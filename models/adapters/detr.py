@@ -70,8 +70,8 @@ class DetrAdapter(MultiTargetAdapter):
         cls = classes[sample, query]
         names = self.label_names
         height, width = batch["pixel_values"].shape[-2:]
-        boxes = _xyxy(batch.meta["boxes"][sample, query]) * torch.tensor([width, height, width, height],
-                                                                         device=logits.device)
+        scale = torch.tensor([width, height, width, height], device=logits.device)
+        boxes = centre_to_corners(batch.meta["boxes"][sample, query]) * scale
         details = [{"query": q, "class": c, "label": names[c] if names else None,
                     "box": [round(v, 2) for v in box], "box_format": "xyxy, model-input pixels"}
                    for q, c, box in zip(query.tolist(), cls.tolist(), boxes.tolist())]
@@ -106,7 +106,7 @@ class DetrAdapter(MultiTargetAdapter):
         return logits[torch.arange(len(rows), device=logits.device), positions]
 
 
-def _xyxy(boxes: torch.Tensor) -> torch.Tensor:
+def centre_to_corners(boxes: torch.Tensor) -> torch.Tensor:
     """DETR's (centre x, centre y, width, height) in [0, 1] -> (x0, y0, x1, y1)."""
     centre, size = boxes[..., :2], boxes[..., 2:]
     return torch.cat([centre - size / 2, centre + size / 2], -1)

@@ -96,8 +96,7 @@ class RegionVqaAdapter(Adapter):
         inputs = {name: value[rows] for name, value in batch.items()}
         removable = self.removable_tokens(batch, modality)[rows]
         if modality == "text":
-            kept = inputs["attention_mask"].bool() & (keep | ~removable)
-            inputs |= drop_text_tokens(inputs, kept, [k for k in TEXT_INPUTS if k in inputs],
+            inputs |= drop_text_tokens(inputs, keep, removable, [k for k in TEXT_INPUTS if k in inputs],
                                        self.encoder.tokenizer.pad_token_id)
         else:
             inputs |= compact(removable & keep, inputs, ["region_features", "region_boxes"], "region_mask")

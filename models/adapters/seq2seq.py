@@ -44,8 +44,6 @@ class Seq2SeqAdapter(GenerationAdapter):
     def perturbed_encoder(self, batch, rows, keep, mode, forward):
         if mode != "drop":
             raise ValueError(f"seq2seq perturbation mode must be 'drop', got {mode!r}")
-        inputs = self.encoder_inputs(batch)
-        inputs = {name: value[rows] for name, value in inputs.items()}
-        kept = inputs["attention_mask"].bool() & (keep | ~self.removable_source(batch)[rows])
-        return forward(torch.arange(len(rows), device=rows.device),
-                       **drop_text_tokens(inputs, kept, list(inputs), self.encoder.tokenizer.pad_token_id))
+        inputs = {name: value[rows] for name, value in self.encoder_inputs(batch).items()}
+        return forward(torch.arange(len(rows), device=rows.device), **drop_text_tokens(
+            inputs, keep, self.removable_source(batch)[rows], list(inputs), self.encoder.tokenizer.pad_token_id))

@@ -48,8 +48,8 @@ class TextClassifierAdapter(Adapter):
         if mode != "drop":
             raise ValueError(f"text perturbation mode must be 'drop', got {mode!r}")
         inputs = {name: value[rows] for name, value in batch.items()}
-        kept = inputs["attention_mask"].bool() & (keep | ~self.removable_tokens(batch)[rows])  # specials stay
-        return self.model(**drop_text_tokens(inputs, kept, list(inputs), self.encoder.tokenizer.pad_token_id)).logits
+        return self.model(**drop_text_tokens(inputs, keep, self.removable_tokens(batch)[rows], list(inputs),
+                                             self.encoder.tokenizer.pad_token_id)).logits
 
 
 class MeanPoolAdapter(TextClassifierAdapter):

@@ -26,9 +26,12 @@ def compact(kept: torch.Tensor, inputs: dict, names: list[str], mask_name: str) 
     return out
 
 
-def drop_text_tokens(inputs: dict, kept: torch.Tensor, names: list[str], pad_id: int | None) -> dict:
-    """Text inputs (`input_ids` and the other per-token `names`) with only the `kept` tokens, left-aligned, and
-    their `attention_mask`; the freed slots hold the padding id."""
+def drop_text_tokens(inputs: dict, keep: torch.Tensor, removable: torch.Tensor, names: list[str],
+                     pad_id: int | None) -> dict:
+    """Text inputs (`input_ids` and the other per-token `names`) with the `removable` tokens outside `keep` gone
+    (special tokens and the rest of the real tokens stay), left-aligned, with their new `attention_mask`; the
+    freed slots hold the padding id."""
+    kept = inputs["attention_mask"].bool() & (keep | ~removable)
     out = compact(kept, inputs, [n for n in names if n != "attention_mask"], "attention_mask")
     out["input_ids"] = out["input_ids"].masked_fill(out["attention_mask"] == 0, pad_id or 0)
     return out
