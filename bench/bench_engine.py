@@ -7,7 +7,8 @@ Prints, for one or more model configs (random-weight stock Hugging Face models, 
      output_attentions=True, .retain_grad() on each attention, score.backward() (full backward,
      weight gradients included), then the chefer2021 rule with the full n x n product per layer
      (R = I; R += A_bar R; A_bar = mean_h((dA * A)^+)), readout row 0;
-  2. batched chefer2021 through models.explain (preprocessing done once, outside the timing);
+  2. batched chefer2021 through models.explain (preprocessing done once, outside the timing), with the
+     default fused capture (models/engine/fused.py) and with the eager reference capture;
   3. all registered methods in one models.explain call (one capture serves them all);
   4. the cost floor of any gradient method: forward + backward with sdpa attention, frozen weights,
      the input embeddings requiring grad, logits[:, 0].sum().backward(); the same with eager
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -92,13 +94,19 @@ CONFIGS = {
         "12 layers, 12 heads, 1000 labels",
         dict(image_size=224, patch_size=16, num_channels=3, hidden_size=768, num_hidden_layers=12,
              num_attention_heads=12, intermediate_size=3072, num_labels=1000),
-        cpu=Defaults(2, 1, 1, 2), cuda=Defaults(128, 32, 2, 5)),
+        cpu=Defaults(8, 1, 1, 2), cuda=Defaults(128, 32, 2, 5)),
+    "bert-base-512": BenchConfig(
+        "bert-base-512", "bert", "BertForSequenceClassification BERT-base, seq 512, hidden 768, 12 layers, "
+        "12 heads, 2 labels",
+        dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+             num_labels=2),
+        seq=512, cpu=Defaults(4, 1, 1, 2), cuda=Defaults(32, 8, 2, 5)),
     "bert-base": BenchConfig(
         "bert-base", "bert", "BertForSequenceClassification BERT-base, seq 128, hidden 768, 12 layers, "
         "12 heads, 2 labels",
         dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
              num_labels=2),
-        seq=128, cpu=Defaults(2, 1, 1, 2), cuda=Defaults(128, 32, 2, 5)),
+        seq=128, cpu=Defaults(4, 1, 1, 2), cuda=Defaults(128, 32, 2, 5)),
 }
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -332,8 +340,11 @@ def run_config(cfg: BenchConfig, args, device: torch.device, workdir: Path) -> d
     assert all(p.requires_grad for p in m.model.parameters()), "reference loop needs trainable weights"
     loop = add("per-sample loop (reference style: batch 1, full backward, n x n products)",
                per_sample_loop(m.model, inputs, loop_n, device, precision), 1, loop_n)
-    batched = add("batched chefer2021 (models.explain)",
+    batched = add("batched chefer2021 (models.explain, fused capture)",
                   lambda: models.explain(m, batch, method="chefer2021"), bs, bs)
+    eager_m = dataclasses.replace(m, capture="eager")
+    eager_capture = add("batched chefer2021, eager capture (every layer's per-head maps)",
+                        lambda: models.explain(eager_m, batch, method="chefer2021"), bs, bs)
     methods = models.available_methods()
     add(f"batched, all {len(methods)} methods in one explain call",
         lambda: models.explain(m, batch, method=methods), bs, bs)
@@ -348,6 +359,7 @@ def run_config(cfg: BenchConfig, args, device: torch.device, workdir: Path) -> d
 
     info = machine(device)
     print_table(cfg, timings, loop, batched, floor, diff, precision, info)
+    print(f"   fused / eager capture                : {batched.per_second / eager_capture.per_second:6.2f}x")
     if args.profile:
         profile(m, batch, device, warmup=max(warmup, 1), repeats=repeats)
     result = {
@@ -357,6 +369,7 @@ def run_config(cfg: BenchConfig, args, device: torch.device, workdir: Path) -> d
                    "warmup_calls": t.warmup_calls, "samples_per_s": t.per_second, "seconds": t.seconds}
                   for t in timings],
         "ratios": {"batched_over_loop": batched.per_second / loop.per_second,
+                   "fused_over_eager": batched.per_second / eager_capture.per_second,
                    "batched_over_fwd_bwd_floor": batched.per_second / floor.per_second},
         "max_abs_diff_sample0": diff,
     }
@@ -400,14 +413,14 @@ def print_table(cfg, timings, loop, batched, floor, diff, precision, info) -> No
 
 def profile(m, batch, device: torch.device, warmup: int, repeats: int) -> None:
     """Phase split of one explain call (internal API) and the profiler's top operators."""
-    from models.capture import run_capture
+    from models.capture import capture_plan, run_capture
     from models.methods import finalize_rows, get_method
 
     method = get_method("chefer2021")
     state = {}
 
     def capture():
-        state["result"] = run_capture(m.adapter, batch, None, True, m.precision)
+        state["result"] = run_capture(m.adapter, batch, None, capture_plan(m, [method]), m.precision)
 
     def attribute():
         state["rows"] = finalize_rows(method.attribute(state["result"].capture), state["result"].capture)

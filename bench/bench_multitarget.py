@@ -25,6 +25,7 @@ import torch
 import transformers
 
 import models
+from models.capture import CapturePlan
 from models.images import PixelTransform
 from models.target_capture import run_target_capture
 from storage.datasets import open_dataset
@@ -42,7 +43,7 @@ def explain_rows(adapter, batch, slot=None):
         return targets if slot is None else targets.take((targets.slot == slot).nonzero().squeeze(1).tolist())
 
     with mock.patch.object(adapter, "select_targets", chosen):
-        result = run_target_capture(adapter, batch, with_gradients=True)
+        result = run_target_capture(adapter, batch, CapturePlan(False, METHOD.needs))
         METHOD.attribute(result.capture)
     return result.targets
 

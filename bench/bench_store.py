@@ -149,14 +149,14 @@ def build_query_store(folder: Path, n: int, rng) -> tuple[Store, str, dict]:
     return store, run.run_id, {"write_s": time.perf_counter() - started, "expected": expected}
 
 
-def time_query(store: Store, sql: str, repeat: int, native: bool | None) -> tuple[float, float, pa.Table]:
+def time_query(store: Store, sql: str, repeat: int) -> tuple[float, float, pa.Table]:
     started = time.perf_counter()
-    result = store.sql(sql, native_parquet=native)
+    result = store.sql(sql)
     cold = time.perf_counter() - started
     warm = []
     for _ in range(repeat):
         started = time.perf_counter()
-        result = store.sql(sql, native_parquet=native)
+        result = store.sql(sql)
         warm.append(time.perf_counter() - started)
     return cold, min(warm), result
 
@@ -173,9 +173,6 @@ def main(argv=None) -> int:
     parser.add_argument("--write-maps", type=int, default=100_000, help="maps in the write benchmark (100k)")
     parser.add_argument("--maps", type=int, default=1_000_000, help="maps stored for the query benchmark (1M)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--engines", nargs="+", default=["parquet", "arrow"], choices=["parquet", "arrow"],
-                        help="how DuckDB reads the tables: its Parquet reader (local default) or Arrow datasets "
-                        "(what remote stores use)")
     parser.add_argument("--dir", help="work folder (default: a temporary one)")
     parser.add_argument("--keep", help="keep the query store at this path")
     parser.add_argument("--json", help="also write the results here")
@@ -209,14 +206,13 @@ def main(argv=None) -> int:
               f"({stored / 1e6:,.0f} MB, {stored / (args.maps * VALUES):.2f} B/value; written in "
               f"{built['write_s']:.1f} s = {args.maps / built['write_s']:,.0f} maps/s incl. data generation)")
         avgs = ", ".join(f"avg(e.relevance[{i + 1}]) AS p{i}" for i in range(VALUES))
-        for engine in args.engines:
-            for name, sql in (("wide: avg(relevance[i]) per position", WIDE.format(avgs=avgs)),
-                              ("long: unnest + generate_subscripts", LONG)):
-                cold, warm, result = time_query(store, sql, args.repeat, engine == "parquet")
-                error = check(result, built["expected"])
-                out["query"]["results"][f"{engine}/{name}"] = {"cold_s": cold, "warm_s": warm, "max_abs_err": error}
-                print(f"  {engine:8s} {name:38s} cold {cold:6.2f} s  warm {warm:6.2f} s  "
-                      f"(max |err| vs numpy {error:.1e}; target ≤ 2 s)")
+        for name, sql in (("wide: avg(relevance[i]) per position", WIDE.format(avgs=avgs)),
+                          ("long: unnest + generate_subscripts", LONG)):
+            cold, warm, result = time_query(store, sql, args.repeat)
+            error = check(result, built["expected"])
+            out["query"]["results"][name] = {"cold_s": cold, "warm_s": warm, "max_abs_err": error}
+            print(f"  {name:38s} cold {cold:6.2f} s  warm {warm:6.2f} s  "
+                  f"(max |err| vs numpy {error:.1e}; target ≤ 2 s)")
         print(f"\nmachine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     finally:
         if not args.dir:

@@ -32,9 +32,17 @@ from flows.prefect_settings import prefect_session
 from flows.progress import shard_progress
 from flows.ray_cluster import ray_session
 from storage.store import RunInfo, Store, StoreError
-from tasks.actors import ActorPool, ExplainerConfig, Placement, error_line, node_resources, plan_placement
+from tasks.actors import (
+    ActorPool,
+    ExplainerConfig,
+    Placement,
+    error_line,
+    node_resources,
+    plan_placement,
+    worker_bytes,
+)
 from tasks.explain_shard import ShardJob, ShardResult
-from tasks.shard_task import RETRIES, downstream_task, explain_shard_task
+from tasks.shard_task import RETRIES, downstream_task, explain_shard_task, is_transient
 from tasks.shards import Shard, auto_shard_size, pending_shards, plan_shards
 
 MAX_ARTIFACT_ROWS = 500
@@ -130,7 +138,7 @@ def run_audit(request: AuditRequest, *, kind: str = "audit", progress: bool = Tr
         if plan.shards_pending:
             info = stack.enter_context(ray_session(verbose=verbose))
             placement = plan_placement(node_resources(), plan.workers, plan.gpus_per_worker, plan.device,
-                                       max_workers=plan.shards_pending)
+                                       max_workers=plan.shards_pending, worker_bytes=worker_bytes(plan.model_ref))
             timings["ray_start"] = info.seconds
             ray_text = f"{info.mode} {info.address}"
         if plan.shard_size is None:  # a new run with an automatic shard size: now the workers are known
@@ -194,7 +202,7 @@ def _start_pool(plan: RunPlan, run: RunInfo, rt: _Runtime):
     if rt.placement is None:  # planned with nothing pending, yet shards are missing now
         raise models.AttnAuditError(f"run {run.run_id} lost committed shards since it was planned; run again")
     config = ExplainerConfig(plan.model_ref, plan.store, plan.device, plan.precision, plan.truncate,
-                             rt.storage_options)
+                             rt.storage_options, plan.capture)
     started = time.perf_counter()
     with ActorPool(rt.placement, config, label=run.run_id) as pool:
         rt.timings["workers_ready"] = time.perf_counter() - started
@@ -204,7 +212,7 @@ def _start_pool(plan: RunPlan, run: RunInfo, rt: _Runtime):
 
 def _run_shards(plan: RunPlan, run: RunInfo, todo: list[Shard], rt: _Runtime, done_before: int,
                 kind: str, pool: ActorPool) -> list[ShardResult]:
-    job = ShardJob(run.run_id, plan.data_ref, tuple(plan.methods), plan.target, plan.batch_size)
+    job = ShardJob(run.run_id, plan.data_ref, tuple(plan.methods), plan.target, plan.batch_size, plan.label_map)
     description = f"{'auditing' if kind == 'audit' else 'explaining'} {run.num_samples:,} samples"
     started = time.perf_counter()
     with shard_progress(description, run.num_samples, done_before, rt.progress) as bar:
@@ -220,12 +228,22 @@ def _run_shards(plan: RunPlan, run: RunInfo, todo: list[Shard], rt: _Runtime, do
         rt.timings["shards"] = time.perf_counter() - started
         rt.timings["commits"] = sum(r.commit_seconds for r in results)  # summed over workers
     if failures:
-        shard, err = min(failures, key=lambda f: f[0].id)
-        raise models.AttnAuditError(
-            f"{len(failures)} of {len(todo)} shards failed after {RETRIES} retries (first: {shard.name}: "
-            f"{error_line(err)}); committed shards are kept ({len(results)} from this attempt): run the same "
-            "command again to resume")
+        raise models.AttnAuditError(_failure_message(failures, len(todo), len(results)))
     return results
+
+
+def _failure_message(failures: list[tuple[Shard, BaseException]], tried: int, done: int) -> str:
+    """What failed, and whether running again can help: a shard that failed on its input, model or configuration
+    would fail again (it was not retried); one that kept losing its worker or its commit might not."""
+    shard, err = min(failures, key=lambda f: f[0].id)
+    transient = [f for f in failures if is_transient(f[1])]
+    if not transient:
+        return f"{len(failures)} of {tried} shards failed ({shard.name}: {error_line(err)}); nothing was retried: " \
+               "this error repeats until its cause is fixed"
+    shard, err = min(transient, key=lambda f: f[0].id)
+    return (f"{len(failures)} of {tried} shards failed, {len(transient)} of them after {RETRIES} retries (first: "
+            f"{shard.name}: {error_line(err)}); committed shards are kept ({done} from this attempt): run the same "
+            "command again to resume")
 
 
 def _summarize(kind: str, plan: RunPlan, store: Store, info: RunInfo, shards: int, skipped: int,

@@ -14,6 +14,7 @@ import models
 from flows import compare_commands, evaluate_commands, report_commands, store_commands
 from flows.plan import DEFAULT_BATCH_SIZE
 from flows.prefect_settings import configure_environment
+from flows.terminal import literal
 from storage.datasets import DatasetError
 from tasks.shards import MAX_SHARD_SIZE, MIN_SHARD_SIZE, SHARDS_PER_WORKER
 
@@ -39,13 +40,27 @@ examples:
 
 
 class _Methods(argparse.Action):
-    """--method NAME (repeatable), --methods A B or --methods A,B: all add up, in order, once each."""
+    """--method NAME (repeatable), --methods A B or --methods A,B: all add up, in order, once each. A method takes
+    parameters as NAME:KEY=VALUE[,KEY=VALUE] (the comma-separated KEY=VALUE parts belong to the method before)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         current = list(getattr(namespace, self.dest) or [])
         for value in values:
-            current += [v for v in value.split(",") if v and v not in current]
+            for spec in _split_methods(value):
+                if spec not in current:
+                    current.append(spec)
         setattr(namespace, self.dest, current)
+
+
+def _split_methods(value: str) -> list[str]:
+    """'a,b:k=1,j=2,c' -> ['a', 'b:k=1,j=2', 'c']."""
+    specs: list[str] = []
+    for part in filter(None, value.split(",")):
+        if specs and "=" in part and ":" not in part:
+            specs[-1] += f",{part}"
+        else:
+            specs.append(part)
+    return specs
 
 
 def _add_run_options(p, methods_default: str) -> None:
@@ -53,9 +68,14 @@ def _add_run_options(p, methods_default: str) -> None:
     p.add_argument("--data", required=True, help="builtin:NAME, imagefolder:PATH, jsonl:PATH, csv:PATH or parquet:PATH")
     p.add_argument("--method", "--methods", action=_Methods, nargs="+", dest="methods", metavar="NAME",
                    help=f"repeatable, or several at once (A B or A,B); default {methods_default}. "
-                   f"Available: {', '.join(models.available_methods())}")
+                   f"Available: {', '.join(models.available_methods())}. Parameters: NAME:KEY=VALUE[,KEY=VALUE], "
+                   "e.g. chefer2021:start_layer=-1 (see `attn-audit methods`)")
     p.add_argument("--target", default="predicted",
                    help="class to explain: 'predicted' (default), 'label' (the dataset's label) or a class index")
+    p.add_argument("--label-map", metavar="JSON|FILE",
+                   help="dataset label -> model class, for labels that are not the model's class names: a JSON "
+                   "object ('{\"tshirt\": \"T-shirt/top\"}') or a JSON file. Labels are matched to the model's "
+                   "classes by name (case and spaces ignored); integer labels are class indices")
     p.add_argument("--store", default="out/store",
                    help="store folder or URI (s3://, gs://; default out/store), created when missing")
     p.add_argument("--limit", type=int, help="explain only the first N samples")
@@ -74,6 +94,10 @@ def _add_run_options(p, methods_default: str) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU when the worker has one), cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="forward-pass precision on GPU; relevancy always accumulates in float32")
+    p.add_argument("--capture", default="fused", choices=("fused", "eager"),
+                   help="fused (default): attention through PyTorch's sdpa, keeping per layer only the maps the "
+                   "methods need (memory-light; LXMERT / VisualBERT always eager); eager: every layer's per-head "
+                   "maps, the reference. Both give the same maps")
     p.add_argument("--truncate", action="store_true",
                    help="explain the first part of texts longer than the model takes (default: refuse them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -114,15 +138,18 @@ def _run(args, kind: str) -> int:
     from flows.audit import run_audit
 
     downstream.register()
-    from flows.plan import AuditRequest
+    from flows.plan import AuditRequest, NothingToDo
 
     request = AuditRequest(model=args.model, data=args.data, methods=args.methods or list(args.default_methods),
                            store=args.store, target=args.target, shard_size=args.shard_size,
                            batch_size=args.batch_size, limit=args.limit, force=args.force, workers=args.workers,
                            gpus_per_worker=args.gpus_per_worker, device=args.device, precision=args.precision,
-                           truncate=args.truncate)
+                           truncate=args.truncate, label_map=args.label_map, capture=args.capture)
     try:
         summary = run_audit(request, kind=kind, progress=not args.quiet, verbose=args.verbose)
+    except NothingToDo as err:
+        console.print(literal(err))
+        return 0
     except (models.AttnAuditError, DatasetError, FileNotFoundError, NotADirectoryError, KeyboardInterrupt):
         raise
     except Exception as err:  # Prefect / Ray / store failures: one line unless --verbose
@@ -142,14 +169,16 @@ def _print_results(store: str, run_id: str) -> None:
 
     rows = stored_summary(Store.open(store), run_id)
     if rows:
-        console.print(evaluate_commands.ranked_table(rows, f"results — run {run_id}"))
+        console.print(evaluate_commands.ranked_table(rows, f"results — run {literal(run_id)}"))
 
 
 def _print_summary(s) -> None:
-    table = Table(title=f"attn-audit {s.kind} — run {s.run_id}" + (f" (generation {s.generation})" if s.generation
-                                                                     else ""), show_header=False)
+    """The end-of-run table and the first sample errors. Every value that comes from the user, the data or the
+    store is printed literally (flows.terminal): a sample id or path may hold brackets or control characters."""
+    table = Table(title=f"attn-audit {s.kind} — run {literal(s.run_id)}" +
+                  (f" (generation {s.generation})" if s.generation else ""), show_header=False)
     style = {"completed": "green", "completed_with_errors": "yellow"}.get(s.status, "red")
-    table.add_row("status", f"[{style}]{s.status}[/]")
+    table.add_row("status", f"[{style}]{literal(s.status)}[/]")
     table.add_row("samples", f"{s.samples:,}")
     compute = s.timings.get("shards")
     rate = f" ({s.samples_computed / compute:,.1f} samples/s)" if compute and s.samples_computed else ""
@@ -159,19 +188,19 @@ def _print_summary(s) -> None:
     table.add_row("failed", f"{s.failed:,}" + (" — see the errors table (below)" if s.failed else ""))
     table.add_row("shards", f"{s.shards} ({s.shards_skipped} already committed, {s.shards_run} computed now)")
     if s.placement:
-        table.add_row("workers", s.placement)
+        table.add_row("workers", literal(s.placement))
     startup = ", ".join(f"{label} {s.timings[key]:.1f} s" for key, label in
                         (("prefect_start", "Prefect"), ("ray_start", "Ray"), ("workers_ready", "workers"))
                         if key in s.timings)
     table.add_row("time", f"{s.seconds:.1f} s" + (f" (start-up: {startup})" if startup else ""))
     for name, path in s.paths.items():
-        table.add_row(name, str(path))
-    table.add_row("prefect", f"flow run {s.flow_run_name} on {s.prefect_api}")
+        table.add_row(literal(name), literal(path))
+    table.add_row("prefect", f"flow run {literal(s.flow_run_name)} on {literal(s.prefect_api)}")
     console.print(table)
     for sample_id, stage, message in s.first_errors:
-        err_console.print(f"[yellow]sample {sample_id} ({stage}):[/] {message}")
+        err_console.print(f"[yellow]sample {literal(sample_id)} ({literal(stage)}):[/] {literal(message)}")
     if s.failed:
-        err_console.print(f"{s.failed:,} samples failed; all of them: {s.errors_query}", soft_wrap=True)
+        err_console.print(f"{s.failed:,} samples failed; all of them: {literal(s.errors_query)}", soft_wrap=True)
 
 
 def _first_line(err: BaseException) -> str:
@@ -180,11 +209,12 @@ def _first_line(err: BaseException) -> str:
 
 
 def _methods(_args) -> int:
-    table = Table(title="relevancy methods")
-    for col in ("name", "gradients", "what it computes"):
+    table = Table(title="relevancy methods (parameters: --method NAME:KEY=VALUE[,KEY=VALUE])")
+    for col in ("name", "gradients", "what it computes", "parameters"):
         table.add_column(col)
-    for name, grads, description in models.method_info():
-        table.add_row(name, "yes" if grads else "no", description)
+    for name, grads, description, params in models.method_info():
+        given = "\n".join(f"{k}: {p.kind.__name__}, default {p.default!r} — {p.help}" for k, p in params.items())
+        table.add_row(name, "yes" if grads else "no", description, given or "—")
     console.print(table)
     return 0
 
@@ -212,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (models.AttnAuditError, DatasetError, FileNotFoundError, NotADirectoryError) as err:
-        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        err_console.print(f"[red]error:[/] {literal(err)}", soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]: committed shards are kept; run the same command again to resume")

@@ -8,6 +8,8 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from flows.terminal import literal
+
 console = Console()
 
 EPILOG = """\
@@ -52,7 +54,8 @@ def _compare(args) -> int:
                          most_changed=args.most_changed)
     except StoreError as err:
         raise AttnAuditError(str(err)) from None
-    console.print(f"run {c.run_id} vs baseline {c.baseline_run_id} (comparison {c.comparison_id})", soft_wrap=True)
+    console.print(f"run {literal(c.run_id)} vs baseline {literal(c.baseline_run_id)} (comparison "
+                  f"{literal(c.comparison_id)})", soft_wrap=True)
     console.print(_table("map agreement", ("method", "modality", "agreement", "mean [95% interval]", "n"),
                          [(r["method"], r["modality"], r["metric"], _interval(r), r["n"]) for r in c.maps]))
     if c.deltas:
@@ -78,7 +81,7 @@ def _table(title: str, columns, rows) -> Table:
     for col in columns:
         table.add_column(col, justify="right" if col == "n" else "left", overflow="fold")
     for row in rows:
-        table.add_row(*(str(cell) for cell in row))
+        table.add_row(*(literal(cell) for cell in row))  # stored values (sample ids) printed as they are
     return table
 
 

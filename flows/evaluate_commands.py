@@ -7,6 +7,8 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from flows.terminal import literal
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -57,22 +59,24 @@ def _evaluate(args) -> int:
     if not args.quiet:
         console.print(results_table(summary))
     for note in summary.notes:
-        err_console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+        err_console.print(f"[yellow]note:[/] {literal(note)}", soft_wrap=True)
     return 0
 
 
 def results_table(summary) -> Table:
-    return ranked_table(summary.results, f"attn-audit evaluate — run {summary.run_id} ({summary.chunks} chunks, "
-                        f"{summary.chunks_skipped} already done, {summary.seconds:.1f} s)")
+    return ranked_table(summary.results, f"attn-audit evaluate — run {literal(summary.run_id)} ({summary.chunks} "
+                        f"chunks, {summary.chunks_skipped} already done, {summary.seconds:.1f} s)")
 
 
 def ranked_table(results: list[dict], title: str) -> Table:
-    """One row per (metric, modality, method), best method first; ↑/↓ = the metric's better direction."""
+    """One row per (metric, modality, method), best method first; ↑/↓ = the metric's better direction. `title`
+    is markup; the stored values are printed literally."""
     table = Table(title=title)
     for col in ("metric", "modality", "rank", "method", "mean [95% interval]", "n", "not significant vs"):
         table.add_column(col, justify="right" if col in ("rank", "n") else "left", overflow="fold")
     for r in results:
-        table.add_row(f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", str(r["modality"]), str(r["rank"]),
-                      r["method"], f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", str(r["n"]),
-                      ", ".join(r["not_significant_vs"]))
+        table.add_row(f"{literal(r['metric'])} {'↑' if r['higher_is_better'] else '↓'}", literal(r["modality"]),
+                      str(r["rank"]), literal(r["method"]),
+                      f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", str(r["n"]),
+                      literal(", ".join(r["not_significant_vs"])))
     return table

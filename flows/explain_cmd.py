@@ -18,7 +18,8 @@ def run_explain(model_ref: str, data_ref: str, methods: list[str], store: str | 
                 precision: str = "float32", truncate: bool = False, progress: bool = True,
                 shard_size: int | None = None, relevance_dtype: str = "float32",
                 storage_options: dict[str, str] | None = None, *, workers: int | None = None,
-                gpus_per_worker: float = 1, force: bool = False, verbose: bool = False):
+                gpus_per_worker: float = 1, force: bool = False, verbose: bool = False,
+                label_map: str | dict | None = None, capture: str = "fused"):
     """Explain `data_ref` with `methods` into the store; returns the run's RunSummary."""
     from flows.audit import run_audit
 
@@ -28,6 +29,7 @@ def run_explain(model_ref: str, data_ref: str, methods: list[str], store: str | 
     request = AuditRequest(model=model_ref, data=data_ref, methods=list(methods), store=str(store), target=target,
                            shard_size=shard_size, batch_size=batch_size, limit=limit, force=force, workers=workers,
                            gpus_per_worker=gpus_per_worker, device=device, precision=precision, truncate=truncate,
-                           relevance_dtype=relevance_dtype, storage_options=storage_options)
+                           relevance_dtype=relevance_dtype, label_map=label_map, capture=capture,
+                           storage_options=storage_options)
     return run_audit(request, kind="explain", progress=progress, verbose=verbose)
 

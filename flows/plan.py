@@ -18,13 +18,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models
+from models.classes import checkpoint_class_names
+from models.loading import CAPTURES
 from storage.datasets import open_dataset
 from storage.datasets.refs import FILE_SCHEMES
-from storage.store import RELEVANCE_DTYPES, RunSpec, Store, StoreError, fingerprint_files, fingerprint_text
+from storage.store import (
+    RELEVANCE_DTYPES,
+    RunSpec,
+    Store,
+    StoreError,
+    check_writable,
+    fingerprint_files,
+    fingerprint_text,
+)
 from tasks.explain_dataset import parse_target
+from tasks.labels import label_map_for, parse_label_map
 from tasks.shards import MAX_SHARD_SIZE, max_shards
 
 DEFAULT_BATCH_SIZE = 32
+
+
+class NothingToDo(models.AttnAuditError):
+    """The request selects no samples: not an error, nothing runs."""
 
 
 @dataclass
@@ -46,6 +61,8 @@ class AuditRequest:
     precision: str = "float32"
     truncate: bool = False
     relevance_dtype: str = "float32"
+    label_map: str | dict | None = None  # dataset label -> model class (JSON text, a JSON file, or a dict)
+    capture: str = "fused"  # how workers capture attention (equal maps, not part of the run key)
     storage_options: dict[str, str] | None = field(default=None, repr=False)
 
 
@@ -73,6 +90,8 @@ class RunPlan:
     device: str
     precision: str
     truncate: bool
+    label_map: dict  # the user's dataset label -> model class mapping (also in config when given)
+    capture: str  # fused | eager
     exists: bool  # the run is already in the store (this is a resume)
     shards_pending: int  # shards not committed when planned (0: nothing to compute, no Ray needed)
 
@@ -94,32 +113,45 @@ def plan_run(request: AuditRequest) -> RunPlan:
     """Check the request and find its run in the store (created when missing; the run itself is begun by
     the flow). Raises AttnAuditError / DatasetError with a message for the user."""
     r = request
+    if r.limit == 0:
+        raise NothingToDo("nothing to do: --limit 0 selects no samples")
     if not r.methods:
         raise models.AttnAuditError("give at least one method")
-    for name in r.methods:
-        models.methods.get_method(name)  # unknown names fail before any loading
+    # canonical specs (name:key=value of the non-default parameters): unknown names and bad parameters fail here
+    methods = list(dict.fromkeys(models.methods.get_method(x).spec for x in r.methods))
     policy = parse_target(r.target)
     if (r.shard_size is not None and r.shard_size < 1) or r.batch_size < 1 or (r.limit is not None and r.limit < 0):
         raise models.AttnAuditError("--shard-size and --batch-size must be ≥ 1, --limit ≥ 0")
+    if r.capture not in CAPTURES:
+        raise models.AttnAuditError(f"--capture must be one of {', '.join(CAPTURES)}, got {r.capture!r}")
     if r.workers is not None and r.workers < 1:
         raise models.AttnAuditError("--workers must be ≥ 1")
     if r.relevance_dtype not in RELEVANCE_DTYPES:
         raise models.AttnAuditError(f"relevance_dtype must be one of {RELEVANCE_DTYPES}, got {r.relevance_dtype!r}")
+    mapping = parse_label_map(r.label_map)
+    model_ref = _absolute_model_ref(r.model)
+    models.check_checkpoint(model_ref)  # a missing folder, damaged file or mismatched weights fail here
+    fingerprint = model_fingerprint(model_ref)
     try:
         store = Store.open(r.store, create=True, storage_options=r.storage_options)
+        check_writable(store)
     except StoreError as err:
         raise models.AttnAuditError(str(err)) from None
     dataset = open_dataset(_absolute_data_ref(r.data))
+    _check_labels_and_target(model_ref, dataset, mapping, policy)
     data_fingerprint = dataset.fingerprint()
-    model_ref = _absolute_model_ref(r.model)
-    fingerprint = model_fingerprint(model_ref)  # an unknown builtin / missing folder fails here
     total = len(dataset) if r.limit is None else min(r.limit, len(dataset))
     base = {"target": policy, "limit": r.limit, "precision": r.precision, "truncate": r.truncate}
+    if mapping:  # only when given: the run ids of audits without one stay as they were
+        base["label_map"] = mapping
+    configured = {spec: models.methods.get_method(spec).config for spec in methods if ":" in spec}
+    if configured:  # the parameters of configured methods, readable in runs.config
+        base["method_params"] = configured
 
     def spec(generation: int, shard_size: int = r.shard_size or MAX_SHARD_SIZE) -> RunSpec:
         config = base if generation == 0 else {**base, "generation": generation}
         return RunSpec(model_ref=model_ref, model_fingerprint=fingerprint, dataset_ref=dataset.ref,
-                       dataset_fingerprint=data_fingerprint, methods=tuple(r.methods), config=config,
+                       dataset_fingerprint=data_fingerprint, methods=tuple(methods), config=config,
                        num_samples=total, shard_size=shard_size, relevance_dtype=r.relevance_dtype)
 
     try:
@@ -131,18 +163,39 @@ def plan_run(request: AuditRequest) -> RunPlan:
             generation += 1
         chosen = spec(generation)
         exists = chosen.run_id in existing
+        if exists:  # a resume of a damaged run would build on lost rows: refuse, saying how to repair
+            store.check(chosen.run_id).raise_if_damaged()
         shard_size = store.run(chosen.run_id).shard_size if exists else r.shard_size  # resumes keep theirs
         committed = store.committed_shards(chosen.run_id) if exists else set()
     except StoreError as err:
         raise models.AttnAuditError(str(err)) from None
     chosen = spec(generation)
     return RunPlan(run_id=chosen.run_id, generation=generation, model_ref=model_ref, model_fingerprint=fingerprint,
-                   data_ref=dataset.ref, dataset_fingerprint=chosen.dataset_fingerprint, methods=list(r.methods),
+                   data_ref=dataset.ref, dataset_fingerprint=chosen.dataset_fingerprint, methods=methods,
                    config=dict(chosen.config), num_samples=total, shard_size=shard_size,
                    relevance_dtype=r.relevance_dtype, store=store.uri, target=policy, batch_size=r.batch_size,
                    workers=r.workers, gpus_per_worker=r.gpus_per_worker, device=r.device, precision=r.precision,
-                   truncate=r.truncate, exists=exists,
+                   truncate=r.truncate, label_map=mapping, capture=r.capture, exists=exists,
                    shards_pending=max_shards(total, shard_size) - len(committed))
+
+
+def _check_labels_and_target(model_ref: str, dataset, mapping: dict, target: str | int) -> None:
+    """Refuse, before any work, dataset labels the model has no class for and targets it cannot explain."""
+    classes = checkpoint_class_names(model_ref)
+    if classes is None:
+        if mapping:
+            raise models.AttnAuditError(f"--label-map: {model_ref} predicts no single class a label could name")
+        if target != "predicted" and models.checkpoint_files(model_ref):
+            raise models.AttnAuditError(f"--target {target}: {model_ref} explains each of its own detections / "
+                                        "generated tokens / pair similarities; use --target predicted")
+        return
+    if isinstance(target, int) and not 0 <= target < len(classes):
+        raise models.AttnAuditError(f"--target {target} is out of range: {model_ref} has {len(classes)} classes "
+                                    f"(0–{len(classes) - 1})")
+    label_map = label_map_for(classes, dataset, mapping)
+    label_map.check(dataset.label_values())
+    if target == "label" and not dataset.label_values():
+        raise models.AttnAuditError(f"--target label: {dataset.ref} has no labels; use --target predicted")
 
 
 def _absolute_model_ref(ref: str) -> str:

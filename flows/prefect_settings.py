@@ -1,11 +1,11 @@
 """Prefect for one machine with nothing started by hand, or the Prefect server named by PREFECT_API_URL.
 
 - No PREFECT_API_URL: the first flow starts Prefect's temporary local server (a SQLite database under
-  ~/.prefect, stopped when the process ends). Its start-up timeout is raised to 90 s (a fresh database on
-  a busy 2-core machine takes longer than the default 20 s), its analytics are off (they only add
-  "database is locked" noise; the client's telemetry too: DO_NOT_TRACK=1 unless exported), and flow
-  heartbeats are off (nobody watches for crashed runs on a server that ends with the process, and each
-  flow would wait 1 s for the heartbeat thread).
+  ~/.prefect, stopped when the process ends, even by SIGKILL: flows.temporary_server). Its start-up
+  timeout is raised to 90 s (a fresh database on a busy 2-core machine takes longer than the default
+  20 s), its analytics are off (they only add "database is locked" noise; the client's telemetry too:
+  DO_NOT_TRACK=1 unless exported), and flow heartbeats are off (nobody watches for crashed runs on a
+  server that ends with the process, and each flow would wait 1 s for the heartbeat thread).
 - PREFECT_API_URL set: flows, task states and artifacts go to that server; heartbeats stay on.
 - Prefect's log lines are hidden in the terminal unless --verbose (its console handler is set to
   CRITICAL; the CLI prints its own summary and errors); the Prefect API still receives the flow and task
@@ -54,6 +54,10 @@ def prefect_session():
     )
 
     url = api_url()
+    if url is None:
+        from flows.temporary_server import supervise
+
+        supervise()  # the server ends with this process, even when it is SIGKILLed
     updates = {PREFECT_SERVER_ANALYTICS_ENABLED: False,
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:
                    max(STARTUP_TIMEOUT_S, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def ray_session(num_cpus: int | None = None, verbose: bool = False):
     common = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.WARNING,
                   log_to_driver=verbose, configure_logging=True)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         try:
             ray.init(address=address, runtime_env=runtime_env_from_environment(), **common)
@@ -74,10 +76,17 @@ def ray_session(num_cpus: int | None = None, verbose: bool = False):
         ray.init(address="local", num_cpus=num_cpus or _cpu_count(), object_store_memory=OBJECT_STORE_BYTES,
                  **common)
         mode = "local"
+    _restore_sigterm(sigterm)
     try:
         yield RayInfo(mode, ray.get_runtime_context().gcs_address, time.perf_counter() - started)
     finally:
         ray.shutdown()  # a local cluster stops; an attached driver only disconnects
+
+
+def _restore_sigterm(handler) -> None:
+    """ray.init makes SIGTERM call sys.exit; a handler the caller chose stays (the CLI's: SIGTERM = Ctrl-C)."""
+    if callable(handler) and signal.getsignal(signal.SIGTERM) is not handler:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _cpu_count() -> int:

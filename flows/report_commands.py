@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from flows.terminal import literal
+
 console = Console()
 
 
@@ -29,5 +31,5 @@ def _report(args) -> int:
         page = write_report(args.store, args.run, args.out, args.examples)
     except StoreError as err:
         raise AttnAuditError(str(err)) from None
-    console.print(f"wrote {page}")
+    console.print(f"wrote {literal(page)}", soft_wrap=True)
     return 0

@@ -1,8 +1,9 @@
 """attn-audit's explainability engine: pure PyTorch, no Prefect, Ray or store.
 
+    models.check_checkpoint("path/to/checkpoint")  # cheap: headers and shapes, no weights read
     m = models.load("path/to/checkpoint" | "builtin:NAME")
     inputs = m.preprocess([{"image": img}, {"image": "cat.png"}])
-    exps = models.explain(m, inputs, method="chefer2021")
+    exps = models.explain(m, inputs, method="chefer2021")  # or a list; models.method("chefer2021", start_layer=-1)
     exps[0].relevance["image"]  # (h, w) patch grid
 """
 
@@ -10,10 +11,11 @@ from models.errors import AttnAuditError, ModelLoadError, SampleError, UnsafeChe
 from models.explain import explain
 from models.explanation import Explanation
 from models.loaded import LoadedModel
-from models.loading import checkpoint_files, load, wrap
-from models.methods import available_methods, method_info
+from models.loading import check_checkpoint, checkpoint_files, load, wrap
+from models.methods import available_methods, method, method_info
 
 __all__ = [
     "AttnAuditError", "Explanation", "LoadedModel", "ModelLoadError", "SampleError", "UnsafeCheckpointError",
-    "UnsupportedModelError", "available_methods", "checkpoint_files", "explain", "load", "method_info", "wrap",
+    "UnsupportedModelError", "available_methods", "check_checkpoint", "checkpoint_files", "explain", "load",
+    "method", "method_info", "wrap",
 ]

@@ -23,6 +23,15 @@ class Batch(dict):
         moved = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()}
         return Batch(moved, self.sample_ids, self.failures, **self.meta)
 
+    def given_positions(self) -> list[int] | None:
+        """The position of each kept sample among all samples given to preprocess (failed ones included);
+        None when a failure does not say where it was."""
+        failed = [f.position for f in self.failures]
+        if None in failed:
+            return None
+        failed_set = set(failed)
+        return [p for p in range(self.size + len(failed)) if p not in failed_set]
+
     @property
     def size(self) -> int:
         """Number of samples (len() of a Batch counts its tensors, as for any dict)."""
@@ -50,5 +59,6 @@ def collect(samples: list, convert, errors: str) -> tuple[list, list[str], list[
         except SampleError as err:
             if errors == "raise":
                 raise
+            err.position = position  # where it was in the call: per-sample targets stay aligned (models.explain)
             failures.append(err)
     return converted, ids, failures

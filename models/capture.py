@@ -16,6 +16,7 @@ import torch
 from models.adapters.base import Adapter
 from models.batch import Batch
 from models.engine.events import Capture
+from models.engine.fused import BACKWARD_STATS, fused_capture
 
 
 @dataclass
@@ -27,9 +28,10 @@ class CaptureResult:
 
 
 @contextmanager
-def gradient_path(model: torch.nn.Module, roots: list[torch.nn.Module] | None = None):
-    """Freeze the weights and make the input embeddings (or the given `roots` modules) the root of the
-    graph; undo on exit.
+def gradient_path(model: torch.nn.Module, roots: list[torch.nn.Module] | None = None,
+                  root_parameters: list[torch.nn.Parameter] = ()):
+    """Freeze the weights (but `root_parameters`) and make the input embeddings (or the given `roots` modules)
+    the root of the graph; undo on exit (the root parameters' .grad too).
 
     A model without `get_input_embeddings` and no roots keeps its weights trainable: the graph then
     starts at the weights, which costs memory but gives the same gradients.
@@ -37,9 +39,13 @@ def gradient_path(model: torch.nn.Module, roots: list[torch.nn.Module] | None = 
     if roots is None:
         roots = [model.get_input_embeddings()] if hasattr(model, "get_input_embeddings") else []
     roots = [root for root in roots if root is not None]
-    trainable = [p for p in model.parameters() if p.requires_grad] if roots else []
+    kept = {id(p) for p in root_parameters}
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in kept] if roots else []
     for p in trainable:
         p.requires_grad_(False)
+    was = [(p, p.requires_grad, p.grad) for p in root_parameters]
+    for p in root_parameters:
+        p.requires_grad_(True)
     hooks = [root.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True)) for root in roots]
     try:
         yield
@@ -48,6 +54,9 @@ def gradient_path(model: torch.nn.Module, roots: list[torch.nn.Module] | None = 
             hook.remove()
         for p in trainable:
             p.requires_grad_(True)
+        for p, requires_grad, grad in was:
+            p.requires_grad_(requires_grad)
+            p.grad = grad
 
 
 def autocast(device: torch.device, precision: str):
@@ -57,30 +66,91 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class CapturePlan:
+    """How one pass captures: `fused` (memory-light, models/engine/fused.py) or eager, and what the requested
+    methods need from each attention layer (the union of their `needs`)."""
+
+    fused: bool
+    needs: frozenset[str]
+
+    @property
+    def with_gradients(self) -> bool:
+        return any(n in BACKWARD_STATS or n.startswith("row:") for n in self.needs)
+
+
+def capture_plan(m, methods) -> CapturePlan:
+    """The pass the methods need on loaded model `m` (fused unless the model asks for eager or cannot)."""
+    fused = m.capture == "fused" and m.adapter.supports_fused
+    rows = fused and m.adapter.pure_self_attention  # readout rows can be propagated during the backward
+    return CapturePlan(fused, frozenset().union(*(x.needs_for(rows) for x in methods)))
+
+
 @contextmanager
-def capture_pass(adapter: Adapter, with_gradients: bool, precision: str):
-    """The context of one capture forward: gradients on or off, the adapter's gradient path, autocast."""
+def capture_pass(adapter: Adapter, plan: CapturePlan, precision: str, slots: int = 0):
+    """The context of one capture forward: gradients on or off, the adapter's gradient path, autocast, and the
+    fused attention function when the plan is fused. Yields its Recorder (None for eager)."""
     device = next(adapter.model.parameters()).device
-    grad_ctx = gradient_path(adapter.model, adapter.gradient_roots()) if with_gradients else nullcontext()
-    with torch.set_grad_enabled(with_gradients), grad_ctx, autocast(device, precision):
-        yield
+    grad_ctx = gradient_path(adapter.model, adapter.gradient_roots(), adapter.gradient_root_parameters()) \
+        if plan.with_gradients else nullcontext()
+    fused = fused_capture(adapter.attention_model, plan.needs, slots) if plan.fused else nullcontext()
+    with torch.set_grad_enabled(plan.with_gradients), grad_ctx, autocast(device, precision), fused as recorder:
+        yield recorder
 
 
-def run_capture(adapter: Adapter, batch: Batch, targets: torch.Tensor | None, with_gradients: bool,
+def prepare_backward(capture: Capture, recorder, needs: frozenset[str]) -> None:
+    """What the fused layers need to know before the backward: which of their query / key tokens are real
+    (Grad-CAM head weights, row propagation), and for readout rows propagated during the backward ("row:S"
+    needs, pure self-attention), each self-attention layer's stream and depth and the rows to start from."""
+    for event in capture.events:
+        if event.fused:
+            event.record.query_valid, event.record.key_valid = capture.masks[event.query], capture.masks[event.key]
+    rows = sorted(n for n in needs if n.startswith("row:"))
+    if not rows:
+        return
+    for m in capture.masks:
+        stream = capture.events_of(m, m)
+        for i, event in enumerate(stream):
+            event.record.stream, event.record.layer, event.record.layers = m, i, len(stream)
+    starts = {m: r.weights.float() for m, r in capture.readouts.items() if r.source == m}
+    recorder.rows = {name: dict(starts) for name in rows}
+
+
+def backward_through(adapter: Adapter, outputs: torch.Tensor, grad_outputs: torch.Tensor | None = None,
+                     retain_graph: bool = False) -> None:
+    """The one backward pass of a fused capture: every attention layer on the path from the inputs to `outputs`
+    receives its ∂y/∂O and records what its methods need. No weight gradient is kept (nor, with the weights
+    frozen, formed)."""
+    if not outputs.requires_grad:
+        return
+    roots = {id(p) for p in adapter.gradient_root_parameters()}
+    trainable = [p for p in adapter.model.parameters() if p.requires_grad and id(p) not in roots]
+    if trainable:  # a model whose graph starts at its weights: gradients computed and dropped, .grad untouched
+        torch.autograd.grad(outputs, trainable, grad_outputs, retain_graph=retain_graph, allow_unused=True)
+    else:  # reaches every layer on a path from the inputs; root parameters' .grad is restored by gradient_path
+        torch.autograd.backward(outputs, grad_outputs, retain_graph=retain_graph)
+
+
+def run_capture(adapter: Adapter, batch: Batch, targets: torch.Tensor | None, plan: CapturePlan,
                 precision: str = "float32") -> CaptureResult:
     """Run the model; `targets` None (or a -1 entry) means the sample's predicted class."""
-    with capture_pass(adapter, with_gradients, precision):
+    with capture_pass(adapter, plan, precision) as recorder:
         logits, capture = adapter.run(batch)
         logits = logits.float()
         predicted = logits.argmax(-1)
         chosen = predicted if targets is None else torch.where(targets.to(logits.device) >= 0,
                                                                  targets.to(logits.device), predicted)
-        if with_gradients:
+        if plan.with_gradients:
             scores = logits.gather(1, chosen[:, None]).squeeze(1)
-            attns = [e.attn for e in capture.events]
-            grads = torch.autograd.grad(scores.sum(), attns, allow_unused=True)
-            for event, grad in zip(capture.events, grads):
-                event.grad = torch.zeros_like(event.attn) if grad is None else grad.detach()
+            if plan.fused:
+                prepare_backward(capture, recorder, plan.needs)
+                backward_through(adapter, scores.sum())
+                capture.propagated = recorder.rows
+            else:
+                attns = [e.attn for e in capture.events]
+                grads = torch.autograd.grad(scores.sum(), attns, allow_unused=True)
+                for event, grad in zip(capture.events, grads):
+                    event.grad = torch.zeros_like(event.attn) if grad is None else grad.detach()
     for event in capture.events:
         event.attn = event.attn.detach()
     return CaptureResult(logits.detach(), chosen, capture, nonfinite_samples(logits, capture))
@@ -99,9 +169,11 @@ def nonfinite_samples(logits: torch.Tensor, capture: Capture) -> dict[int, str]:
     bad_attn = torch.zeros_like(bad_score)
     bad_grad = torch.zeros_like(bad_score)
     for event in capture.events:
-        bad_attn |= bad(event.attn)
-        if event.grad is not None:
-            bad_grad |= bad(event.grad)
+        for is_grad, tensor in event.tensors():
+            if is_grad:
+                bad_grad |= bad(tensor)
+            else:
+                bad_attn |= bad(tensor)
     reasons = {}
     for i, (score, attn, grad) in enumerate(torch.stack([bad_score, bad_attn, bad_grad], 1).tolist()):
         if score:

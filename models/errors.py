@@ -13,6 +13,7 @@ class SampleError(AttnAuditError):
         self.sample_id = sample_id
         self.stage = stage
         self.message = message
+        self.position: int | None = None  # its place among the samples given to preprocess, when collected
 
 
 class UnsupportedModelError(AttnAuditError):

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from models.adapters.multi_target import MultiTargetAdapter
 from models.batch import Batch
-from models.capture import run_capture
+from models.capture import capture_plan, run_capture
 from models.errors import AttnAuditError, SampleError
 from models.explain_targets import explain_targets
 from models.explanation import Explanation
 from models.loaded import LoadedModel
-from models.methods import finalize_rows, get_method
+from models.methods import Method, finalize_rows, get_method
 
 Target = int | Sequence[int | None] | None
 
@@ -28,8 +28,7 @@ def resolve_targets(target: Target, batch: Batch, n_classes: int) -> torch.Tenso
             raise AttnAuditError(f"target {target} is out of range: the model has {n_classes} classes "
                                  f"(0–{n_classes - 1})")
         return torch.full((batch.size,), target, dtype=torch.long)
-    if len(target) != batch.size:
-        raise AttnAuditError(f"got {len(target)} targets for {batch.size} samples; give one per sample")
+    target = _per_kept_sample(list(target), batch)
     for sid, t in zip(batch.sample_ids, target):
         if t is not None and not 0 <= int(t) < n_classes:
             raise SampleError(sid, "target", f"target {t} is out of range: the model has {n_classes} "
@@ -37,7 +36,31 @@ def resolve_targets(target: Target, batch: Batch, n_classes: int) -> torch.Tenso
     return torch.tensor([-1 if t is None else int(t) for t in target], dtype=torch.long)
 
 
-def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer2021",
+def as_batch(m: LoadedModel, inputs) -> Batch:
+    """`inputs` as a Batch: itself, or a mapping of tensors (a tokenizer's BatchEncoding, a processor's
+    BatchFeature, a dict) whose sample ids are their positions."""
+    if isinstance(inputs, Batch):
+        return inputs
+    if isinstance(inputs, Mapping):
+        return m.adapter.batch_from_tensors({k: v for k, v in inputs.items() if v is not None})
+    raise AttnAuditError(f"explain takes what m.preprocess(samples) returns or a mapping of tensors (e.g. a "
+                         f"tokenizer's output), got {type(inputs).__name__}")
+
+
+def _per_kept_sample(target: list, batch: Batch) -> list:
+    """Per-sample targets given for every sample passed to preprocess (failed ones included), or for the samples
+    that were kept: those of the kept samples."""
+    if len(target) == batch.size:
+        return target
+    positions = batch.given_positions()
+    if positions is not None and len(target) == batch.size + len(batch.failures):
+        return [target[p] for p in positions]
+    given = batch.size + len(batch.failures)
+    raise AttnAuditError(f"got {len(target)} targets for {given} samples ({len(batch.failures)} failed "
+                         "preprocessing); give one per sample given to preprocess")
+
+
+def explain(m: LoadedModel, inputs: Batch | Mapping, method: str | Method | Sequence[str | Method] = "chefer2021",
             target: Target = None) -> list[Explanation]:
     """Explanations for every sample of `inputs` and every method, sample-major; for models with many
     targets per sample (detectors, generators) one per (sample, target, method).
@@ -45,8 +68,9 @@ def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer
     Samples that failed preprocessing (collected in `inputs.failures`) or whose pass produced
     NaN/inf come back with `error` set and no maps, so nothing is dropped silently.
     """
-    names = [method] if isinstance(method, str) else list(method)
-    methods = [get_method(name) for name in names]
+    methods = [get_method(x) for x in ([method] if isinstance(method, str | Method) else method)]
+    names = [x.spec for x in methods]
+    inputs = as_batch(m, inputs)
     out = [Explanation(f.sample_id, name, None, error=f.message, error_stage=f.stage)
            for f in inputs.failures for name in names]
     if inputs.size == 0:
@@ -59,7 +83,7 @@ def explain(m: LoadedModel, inputs: Batch, method: str | Sequence[str] = "chefer
         return out + explain_targets(m, batch, names, methods)
     labels = m.label_names
     targets = resolve_targets(target, batch, m.num_classes)
-    result = run_capture(m.adapter, batch, targets, any(x.needs_gradients for x in methods), m.precision)
+    result = run_capture(m.adapter, batch, targets, capture_plan(m, methods), m.precision)
     rows = {name: {k: v.cpu().numpy() for k, v in finalize_rows(x.attribute(result.capture), result.capture).items()}
             for name, x in zip(names, methods)}
     probs = torch.softmax(result.logits, -1).cpu()

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from models.batch import Batch
+from models.capture import capture_plan
 from models.explanation import Explanation
 from models.loaded import LoadedModel
 from models.methods import Method, finalize_rows
@@ -14,7 +15,7 @@ from models.target_capture import run_target_capture
 
 def explain_targets(m: LoadedModel, batch: Batch, names: Sequence[str], methods: Sequence[Method]) -> list[Explanation]:
     """A sample without targets (no detections) gets one map-less explanation per method carrying its note."""
-    result = run_target_capture(m.adapter, batch, any(x.needs_gradients for x in methods), m.precision)
+    result = run_target_capture(m.adapter, batch, capture_plan(m, methods), m.precision)
     targets = result.targets
     rows = {name: {k: v.cpu().numpy() for k, v in finalize_rows(x.attribute(result.capture), result.capture).items()}
             for name, x in zip(names, methods)} if len(targets) else {}

@@ -17,6 +17,7 @@ class LoadedModel:
     ref: str
     device: torch.device
     precision: str = "float32"  # "bfloat16" / "float16": autocast of the forward on GPU
+    capture: str = "fused"  # "fused" (memory-light, where the family supports it) or "eager" (the reference)
 
     def preprocess(self, samples: list[dict], errors: str = "raise") -> Batch:
         """Model inputs for raw samples ({"id", "image" | "text", ...}).
@@ -29,6 +30,11 @@ class LoadedModel:
     @property
     def label_names(self) -> list[str] | None:
         return self.adapter.label_names
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The classes a dataset label is matched against; None when the model predicts no single class."""
+        return self.label_names if self.adapter.predicts_class else None
 
     @property
     def num_classes(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,6 +12,15 @@ import transformers
 from safetensors.torch import load_file
 
 from models.adapters import adapter_class
+from models.checkpoint_check import (
+    check_against_architecture,
+    check_finite,
+    compare,
+    refuse_loading_info,
+    refuse_mismatch,
+    safetensors_shapes,
+    stored_shapes,
+)
 from models.errors import ModelLoadError, UnsafeCheckpointError
 from models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassifier
 from models.images import PixelTransform
@@ -20,6 +30,7 @@ from models.zoo import builtin_path
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 PRECISIONS = ("float32", "bfloat16", "float16")
+CAPTURES = ("fused", "eager")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -63,38 +74,80 @@ def _tokenizer(source: str, local: bool):
         return None
 
 
+@dataclass
+class _Checkpoint:
+    """What a reference names: the transformers model to build, and a pooling head around it if any."""
+
+    source: str  # the model's folder (or hub id)
+    local: bool
+    config: transformers.PretrainedConfig
+    model_class: type  # a pooling head's encoder is its config's base model
+    head: dict | None = None  # the pooling head's spec (attn_audit_head.json)
+    head_weights: Path | None = None
+
+
+def _checkpoint(ref: str) -> _Checkpoint:
+    source, local = _resolve(ref)
+    head_spec = Path(source) / HEAD_CONFIG if local else None
+    if head_spec is None or not head_spec.is_file():
+        config = _config(ref, source, local)
+        architecture = (config.architectures or [type(config).__name__])[0]
+        adapter_class(architecture)  # refuse unsupported classes before loading weights
+        return _Checkpoint(source, local, config, getattr(transformers, architecture))
+    spec = json.loads(head_spec.read_text())
+    if not (head_spec.parent / HEAD_WEIGHTS).is_file():
+        raise ModelLoadError(f"{source} has {HEAD_CONFIG} but no {HEAD_WEIGHTS} (the head's weights)")
+    encoder = str(_encoder_folder(spec.get("encoder", "."), Path(source)))
+    config = _config(ref, encoder, local)
+    return _Checkpoint(encoder, local, config, transformers.MODEL_MAPPING[type(config)], spec,
+                       head_spec.parent / HEAD_WEIGHTS)
+
+
+def check_checkpoint(ref: str, strict: bool = True) -> None:
+    """Cheap checks before any worker loads `ref` (no weights are read): the folder and its config exist, the
+    architecture is supported, every *.safetensors file is whole, and its tensor names and shapes are those
+    the architecture expects (`strict=False`: missing or extra tensors only warn). A hub id gets its config
+    checked; its weights are checked when loaded. Raises ModelLoadError (one line naming the problem)."""
+    c = _checkpoint(ref)
+    if not c.local:
+        return
+    check_against_architecture(Path(c.source), c.model_class, c.config, strict)
+    if c.head is not None:
+        _check_head(c, safetensors_shapes(c.head_weights), strict)
+
+
 def load(ref: str, device: str | torch.device = "auto", precision: str = "float32", truncate: bool = False,
-         max_length: int | None = None) -> LoadedModel:
+         max_length: int | None = None, strict: bool = True, capture: str = "fused") -> LoadedModel:
     """Load a checkpoint for explaining: eager attention, eval mode, no remote code, no pickle.
 
     `ref`: a local Hugging Face checkpoint folder, `builtin:NAME`, or a hub id (needs a network).
     `precision`: "float32" or, on GPU, "bfloat16"/"float16" autocast (relevancy accumulates in float32).
     `truncate`: explain the first `max_length` tokens of over-long texts instead of refusing them.
+    `strict`: refuse weights the architecture lacks or does not use (False: warn); wrong shapes, damaged files
+    and NaN/inf weights are always refused.
+    `capture`: "fused" (default; memory-light, models/engine/fused.py, where the family's attention runs through
+    transformers' attention interface — others stay eager) or "eager" (the reference: full per-head maps).
     """
     if precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    source, local = _resolve(ref)
-    head_spec = Path(source) / HEAD_CONFIG if local else None
-    if head_spec is not None and head_spec.is_file():
-        spec = json.loads(head_spec.read_text())
-        source = str(_encoder_folder(spec.get("encoder", "."), Path(source)))
-        truncate, max_length = truncate or spec.get("truncate", False), max_length or spec.get("max_length")
-    config = _config(ref, source, local)
-    if head_spec is not None and head_spec.is_file():
-        model = _load_pooling_classifier(source, config, spec, head_spec.parent / HEAD_WEIGHTS)
-    else:
-        architecture = (config.architectures or [type(config).__name__])[0]
-        adapter_class(architecture)  # refuse unsupported classes before loading weights
-        model = getattr(transformers, architecture).from_pretrained(
-            source, config=config, attn_implementation="eager", use_safetensors=True, local_files_only=local,
-            trust_remote_code=False)
-    resources = {"tokenizer": _tokenizer(source, local), "truncate": truncate, "max_length": max_length}
-    if local:  # region-feature models cut images into the grid their checkpoint names
-        resources["regions"] = RegionGrid.from_folder(source)
-    vision = getattr(config, "vision_config", config)  # dual encoders keep the image size in their vision part
+    c = _checkpoint(ref)
+    if c.local:  # name a damaged file, rather than transformers' error that does not
+        stored_shapes(Path(c.source))
+    model, info = c.model_class.from_pretrained(
+        c.source, config=c.config, attn_implementation="eager", use_safetensors=True, local_files_only=c.local,
+        trust_remote_code=False, output_loading_info=True, ignore_mismatched_sizes=True)
+    refuse_loading_info(c.source, model, info, strict)
+    if c.head is not None:
+        model = _pooling_classifier(c, model, strict)
+        truncate, max_length = truncate or c.head.get("truncate", False), max_length or c.head.get("max_length")
+    check_finite(model, ref)
+    resources = {"tokenizer": _tokenizer(c.source, c.local), "truncate": truncate, "max_length": max_length}
+    if c.local:  # region-feature models cut images into the grid their checkpoint names
+        resources["regions"] = RegionGrid.from_folder(c.source)
+    vision = getattr(c.config, "vision_config", c.config)  # dual encoders keep the image size in their vision part
     if hasattr(vision, "image_size"):
-        resources["transform"] = PixelTransform.for_checkpoint(vision, source if local else None)
-    return wrap(model, ref=ref, device=device, precision=precision, **resources)
+        resources["transform"] = PixelTransform.for_checkpoint(vision, c.source if c.local else None)
+    return wrap(model, ref=ref, device=device, precision=precision, capture=capture, **resources)
 
 
 def _config(ref: str, source: str, local: bool):
@@ -123,12 +176,18 @@ def _encoder_folder(where: str, folder: Path) -> Path:
     return encoder
 
 
-def _load_pooling_classifier(source: str, config, spec: dict, weights: Path) -> MeanPoolingClassifier:
-    encoder = transformers.AutoModel.from_pretrained(source, config=config, attn_implementation="eager",
-                                                     use_safetensors=True, local_files_only=True)
-    labels = spec["labels"]
-    model = MeanPoolingClassifier(encoder, len(labels), normalize=spec.get("normalize", True), labels=labels)
-    head = load_file(str(weights))
+def _check_head(c: _Checkpoint, stored: dict[str, tuple[int, ...]], strict: bool) -> None:
+    """The pooling head's tensors against its linear layer: one row per label over the encoder's hidden size."""
+    n = len(c.head["labels"])
+    missing, unexpected, mismatched = compare({"weight": (n, c.config.hidden_size), "bias": (n,)}, stored)
+    refuse_mismatch(str(c.head_weights), "its pooling head", missing, unexpected, mismatched, strict, HEAD_CONFIG)
+
+
+def _pooling_classifier(c: _Checkpoint, encoder, strict: bool) -> MeanPoolingClassifier:
+    head = load_file(str(c.head_weights))
+    _check_head(c, {name: tuple(t.shape) for name, t in head.items()}, strict)
+    labels = c.head["labels"]
+    model = MeanPoolingClassifier(encoder, len(labels), normalize=c.head.get("normalize", True), labels=labels)
     model.head.load_state_dict({"weight": head["weight"], "bias": head["bias"]})
     return model
 
@@ -154,12 +213,15 @@ def _weights_and_configs(folder: Path) -> list[Path]:
 
 
 def wrap(model: torch.nn.Module, ref: str = "in-memory", device: str | torch.device = "auto",
-         precision: str = "float32", **resources) -> LoadedModel:
-    """Use an already-built model (e.g. from your own code): eager attention is switched on here."""
+         precision: str = "float32", capture: str = "fused", **resources) -> LoadedModel:
+    """Use an already-built model (e.g. from your own code): eager attention is switched on here (a fused capture
+    switches it only while it runs)."""
+    if capture not in CAPTURES:
+        raise ModelLoadError(f"capture must be one of {', '.join(CAPTURES)}, got {capture!r}")
     adapter_cls = adapter_class(type(model).__name__)
     target = model.encoder if isinstance(model, MeanPoolingClassifier) else model
     target.set_attn_implementation("eager")
     dev = resolve_device(device)
     model = model.to(dev).eval()
     accepted = {k: v for k, v in resources.items() if v is not None}
-    return LoadedModel(model, adapter_cls(model, **accepted), ref, dev, precision)
+    return LoadedModel(model, adapter_cls(model, **accepted), ref, dev, precision, capture)

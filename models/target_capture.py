@@ -16,8 +16,8 @@ import torch
 
 from models.adapters.multi_target import MultiTargetAdapter, Targets
 from models.batch import Batch
-from models.capture import capture_pass, nonfinite_samples
-from models.engine.events import AttentionEvent, Capture
+from models.capture import CapturePlan, backward_through, capture_pass, nonfinite_samples, prepare_backward
+from models.engine.events import Capture
 
 
 @dataclass
@@ -29,14 +29,16 @@ class TargetCaptureResult:
     nonfinite: dict[int, str]  # target row -> why its maps cannot be trusted
 
 
-def run_target_capture(adapter: MultiTargetAdapter, batch: Batch, with_gradients: bool,
+def run_target_capture(adapter: MultiTargetAdapter, batch: Batch, plan: CapturePlan,
                        precision: str = "float32") -> TargetCaptureResult:
-    with capture_pass(adapter, with_gradients, precision):
+    with capture_pass(adapter, plan, precision) as recorder:
         logits, capture = adapter.run(batch)
         logits = logits.float()
         targets = adapter.select_targets(batch, logits.detach())
         scores = logits.flatten(1)[targets.sample, targets.score_index]
-        if with_gradients:
+        if plan.with_gradients and plan.fused:
+            _fused_gradients(adapter, recorder, scores, capture, targets)
+        elif plan.with_gradients:
             _batched_gradients(scores, capture, targets)
     probabilities = torch.softmax(logits.detach(), -1).flatten(1)[targets.sample, targets.score_index]
     per_target = per_target_capture(capture, targets)
@@ -61,10 +63,22 @@ def _batched_gradients(scores: torch.Tensor, capture: Capture, targets: Targets)
             event.grad = event.attn.new_zeros((k, *event.attn.shape))
 
 
+def _fused_gradients(adapter: MultiTargetAdapter, recorder, scores: torch.Tensor, capture: Capture,
+                     targets: Targets) -> None:
+    """One backward per seed slot j (the j-th target of every sample at once); each fused layer keeps its
+    statistics per slot. The fused function is no vmap rule, so the slots run one after the other."""
+    k = int(targets.slot.max()) + 1 if len(targets) else 0
+    recorder.slots = k
+    prepare_backward(capture, recorder, frozenset())
+    seeds = torch.nn.functional.one_hot(targets.slot, k).T.to(scores.dtype) if k else None  # (k, T)
+    for j in range(k):
+        recorder.slot = j
+        backward_through(adapter, scores, seeds[j], retain_graph=j < k - 1)
+
+
 def per_target_capture(capture: Capture, targets: Targets) -> Capture:
     """Row t = sample targets.sample[t]'s attention with target t's own gradient and readout."""
     rows, slots = targets.sample, targets.slot
-    events = [AttentionEvent(e.kind, e.query, e.key, e.block, e.attn[rows],
-                             None if e.grad is None else e.grad[slots, rows]) for e in capture.events]
+    events = [e.per_target(rows, slots) for e in capture.events]
     masks = {m: mask[rows] for m, mask in capture.masks.items()}
     return Capture(events, masks, targets.readouts)

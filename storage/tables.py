@@ -125,10 +125,13 @@ def explanation_table(explanations, run_id: str, shard_id: int = 0) -> pa.Table:
     return pa.Table.from_pydict(rows, schema=EXPLANATIONS)
 
 
-def prediction_table(explanations, run_id: str, labels: dict[str, object] | None = None,
-                     label_names: list[str] | None = None, shard_id: int = 0) -> pa.Table:
+def prediction_table(explanations, run_id: str, labels: dict[str, tuple[str, int | None]] | None = None,
+                     shard_id: int = 0) -> pa.Table:
     """One row per (sample, target), from the first method's explanation of it; a sample of a many-target
-    model with no target (no detections) gets one row with a null target_index and its note in target_detail."""
+    model with no target (no detections) gets one row with a null target_index and its note in target_detail.
+
+    `labels`: sample_id -> (label name as given, the model's class index for it or None); `correct` compares
+    that class with the prediction (null when unlabelled or when the label names no class of the model)."""
     labels = labels or {}
     seen, rows = set(), {name: [] for name in PREDICTIONS.names}
     for exp in explanations:
@@ -136,14 +139,11 @@ def prediction_table(explanations, run_id: str, labels: dict[str, object] | None
         if exp.error is not None or key in seen:
             continue
         seen.add(key)
-        label = labels.get(exp.sample_id)
-        label_name = label_names[label] if isinstance(label, int) and label_names else label
-        predicted_name = label_names[exp.prediction] if label_names and exp.prediction is not None \
-            else str(exp.prediction)
+        label_name, label_class = labels.get(exp.sample_id, (None, None))
         values = dict(run_id=run_id, sample_id=exp.sample_id, target_index=exp.target,
                       target_label=exp.target_label, score=exp.score, probability=exp.probability,
-                      prediction=exp.prediction, label=None if label is None else str(label_name),
-                      correct=None if label is None else str(label_name) == predicted_name, shard_id=shard_id,
+                      prediction=exp.prediction, label=label_name,
+                      correct=None if label_class is None else label_class == exp.prediction, shard_id=shard_id,
                       target_detail=getattr(exp, "target_detail", None))  # duck-typed results may lack it
         for name, value in values.items():
             rows[name].append(value)

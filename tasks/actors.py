@@ -45,6 +45,8 @@ from tasks.shards import Shard
 # multi-threaded one here: torch's OpenMP threads spin at every barrier, and on a machine shared with any
 # other job two threads on two cores ran 40x slower than one (bench/bench_pipeline.py, docs/workflow.md).
 CPUS_PER_WORKER = 1
+MAX_WORKERS_PER_CPU = 2  # --workers beyond this many per core is capped
+WORKER_BASE_BYTES = 600 * 2 ** 20  # a process with torch, Ray and transformers imported: ~500 MB measured
 MAX_RESTARTS = 3  # per actor: a worker process that dies comes back this many times
 NAMESPACE = "attn-audit"
 READY_TIMEOUT_S = 600.0  # model load in every actor; past this, the actors are reported as not starting
@@ -60,6 +62,7 @@ class ExplainerConfig:
     precision: str = "float32"
     truncate: bool = False
     storage_options: dict[str, str] | None = field(default=None, hash=False)
+    capture: str = "fused"
 
 
 class ExplainerActor:
@@ -73,7 +76,7 @@ class ExplainerActor:
             torch.set_num_threads(num_threads)
         self.config = config
         self.model = models.load(config.model_ref, device=config.device, precision=config.precision,
-                                 truncate=config.truncate)
+                                 truncate=config.truncate, capture=config.capture)
         self.store = Store.open(config.store_uri, storage_options=config.storage_options)
         self._datasets: dict[str, object] = {}
         self._shard: int | None = None
@@ -98,7 +101,7 @@ class ExplainerActor:
 
         try:
             return explain_shard(self.model, dataset, self.store, job.run_id, shard, job.methods, job.target,
-                                 job.batch_size, on_batch_done=advance, skip_committed=retry)
+                                 job.batch_size, job.label_map, on_batch_done=advance, skip_committed=retry)
         finally:
             self._shard = None
 
@@ -122,13 +125,15 @@ class Placement:
     num_cpus: float
     num_gpus: float
     threads: int  # torch intra-op threads per actor
+    note: str = ""  # why the count differs from the one asked for (e.g. capped to what the cluster holds)
 
     def describe(self) -> str:
         amount = self.num_gpus or self.num_cpus
         each = f"{_num(amount)} {'GPU' if self.num_gpus else 'CPU'}{'s' if amount > 1 else ''}"
         kind = "GPU" if self.num_gpus else "CPU"
         return (f"{self.workers} {kind} worker{'s' if self.workers != 1 else ''} ({each} each, "
-                f"{self.threads} torch thread{'s' if self.threads != 1 else ''})")
+                f"{self.threads} torch thread{'s' if self.threads != 1 else ''})" + (f"; {self.note}" if self.note
+                                                                                      else ""))
 
 
 def node_resources() -> list[dict[str, float]]:
@@ -137,12 +142,15 @@ def node_resources() -> list[dict[str, float]]:
 
 
 def plan_placement(nodes: list[dict[str, float]], workers: int | None = None, gpus_per_worker: float = 1,
-                   device: str = "auto", max_workers: int | None = None) -> Placement:
+                   device: str = "auto", max_workers: int | None = None,
+                   worker_bytes: float | None = None) -> Placement:
     """GPU actors (`gpus_per_worker` each) when the cluster has GPUs and `device` allows them; otherwise CPU
     actors, by default one per CPUS_PER_WORKER cores of each node (at least one, one torch thread each);
-    `workers` overrides the count and shares the cores out among them. `max_workers` (the shards to run)
-    caps the count, so that no actor loads a model it will not use. Decided from what the cluster has,
-    never by waiting: a request the cluster cannot meet is an error here, not an actor that waits forever."""
+    `workers` overrides the count and shares the cores out among them, up to MAX_WORKERS_PER_CPU per core and
+    as many as the nodes' Ray memory holds at `worker_bytes` each (a larger count is capped, and the placement's
+    note says so). `max_workers` (the shards to run) caps the count, so that no actor loads a model it will not
+    use. Decided from what the cluster has, never by waiting: a request the cluster cannot meet is an error
+    here, not an actor that waits forever."""
     if workers is not None and workers < 1:
         raise models.AttnAuditError("--workers must be ≥ 1")
     if gpus_per_worker < 0 or (gpus_per_worker > 1 and gpus_per_worker != int(gpus_per_worker)):
@@ -168,12 +176,38 @@ def plan_placement(nodes: list[dict[str, float]], workers: int | None = None, gp
                                     f"(CPUs: {_num(sum(cpus))}); use --device auto or cpu")
     if sum(cpus) <= 0:
         raise models.AttnAuditError("the Ray cluster has no CPUs to run workers on")
+    limit, why = _cpu_worker_limit(nodes, worker_bytes)
     if workers:  # the user's count: the cores are shared out among them
+        note = ""
+        if workers > limit:
+            note = f"--workers {workers} capped to {limit}: {why}"
+            workers = limit
         share = _share(cpus, workers)
-        return Placement(workers, share, 0.0, max(1, int(share)))
-    n = max(1, sum(int(c // CPUS_PER_WORKER) for c in cpus))
+        return Placement(workers, share, 0.0, max(1, int(share)), note)
+    n = max(1, min(limit, sum(int(c // CPUS_PER_WORKER) for c in cpus)))
     share = _share(cpus, n)  # fewer shards than actors: fewer actors, each still with its own share
     return Placement(max(1, min(n, max_workers or n)), share, 0.0, max(1, int(share)))
+
+
+def worker_bytes(model_ref: str) -> float:
+    """About what one actor takes: the Python process with torch and Ray, and the model's weights a few times
+    over (the weights, activations and the relevancy of a batch)."""
+    files = models.checkpoint_files(model_ref) or []
+    return WORKER_BASE_BYTES + 3 * sum(f.stat().st_size for f in files if f.suffix == ".safetensors")
+
+
+def _cpu_worker_limit(nodes: list[dict[str, float]], worker_bytes: float | None) -> tuple[int, str]:
+    """The most CPU actors the nodes hold (each loads the model: more than a few per core only thrash), and why."""
+    by_cpu = sum(int(n.get("CPU", 0.0) * MAX_WORKERS_PER_CPU) for n in nodes)
+    cpus = _num(sum(n.get("CPU", 0.0) for n in nodes))
+    why = f"the Ray cluster has {cpus} CPUs ({MAX_WORKERS_PER_CPU} workers per CPU at most)"
+    if worker_bytes:
+        by_memory = sum(int(n.get("memory", 0.0) // worker_bytes) for n in nodes)
+        if 0 < by_memory < by_cpu:
+            gib = sum(n.get("memory", 0.0) for n in nodes) / 2 ** 30
+            return by_memory, (f"the Ray cluster's {gib:.1f} GiB of memory hold {by_memory} workers of about "
+                               f"{worker_bytes / 2 ** 30:.1f} GiB each")
+    return max(1, by_cpu), why
 
 
 def _share(capacities: list[float], n: int) -> float:

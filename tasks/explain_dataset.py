@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import models
 from models import LoadedModel
 from storage.datasets import SampleError as ReadError
+from tasks.labels import Label, LabelMap, sample_label
 
 TARGET_POLICIES = ("predicted", "label")
 
@@ -15,7 +16,7 @@ TARGET_POLICIES = ("predicted", "label")
 @dataclass
 class BatchResult:
     explanations: list  # models.Explanation, sample-major, failed ones with .error set
-    labels: dict[str, object] = field(default_factory=dict)  # sample_id -> dataset label
+    labels: dict[str, Label] = field(default_factory=dict)  # sample_id -> its label, matched to the model's class
     read_failures: list[tuple[str, str, str]] = field(default_factory=list)  # (sample_id, stage, message)
 
     def failures(self) -> list[tuple[str, str, str]]:
@@ -39,54 +40,50 @@ def parse_target(value: str | int | None) -> str | int:
     return value
 
 
-def label_index(m: LoadedModel, sample: dict) -> int:
-    """The class index of a sample's label (an index or one of the model's label names)."""
-    names = m.label_names or []
-    label = sample.get("label")
-    if isinstance(label, int) and 0 <= label < m.num_classes:
-        return label
-    if label in names:
-        return names.index(label)
-    raise models.SampleError(str(sample.get("id")), "target",
-                             f"label {label!r} is not one of the model's classes "
-                             f"({', '.join(names) or 'no label names'}); use --target predicted")
-
-
 def explain_dataset(m: LoadedModel, dataset, methods: Sequence[str], target: str | int = "predicted",
                     batch_size: int = 32, start: int = 0, stop: int | None = None,
-                    on_batch_done=None) -> Iterator[BatchResult]:
-    """Yield one BatchResult per batch of dataset positions [start, stop)."""
+                    on_batch_done=None, label_map: LabelMap | None = None) -> Iterator[BatchResult]:
+    """Yield one BatchResult per batch of dataset positions [start, stop). `label_map` matches the samples'
+    labels to the model's classes (tasks.labels); a sample whose label it cannot match is an error row."""
     stop = len(dataset) if stop is None else min(stop, len(dataset))
     for lo in range(start, stop, batch_size):
         positions = range(lo, min(lo + batch_size, stop))
-        samples, read_failures = [], []
+        samples, labels, read_failures = [], {}, []
         for i in positions:
             try:
-                samples.append(dataset[i])
+                sample = dataset[i]
+                label = sample_label(label_map, sample)
             except ReadError as err:
                 read_failures.append((err.sample_id, "read", err.message))
-        targets: int | list[int] | None = None if target == "predicted" else target
+                continue
+            except models.SampleError as err:
+                read_failures.append((err.sample_id, err.stage, err.message))
+                continue
+            samples.append(sample)
+            if label is not None:
+                labels[str(sample["id"])] = label
+        targets: int | list[int | None] | None = None if target == "predicted" else target
         if target == "label":
-            samples, targets = _with_label_targets(m, samples, read_failures)
+            samples, targets = _with_label_targets(samples, labels, read_failures)
         batch = m.preprocess(samples, errors="collect")
-        if target == "label":  # preprocessing may have dropped samples: keep targets aligned
-            by_id = {str(s.get("id")): t for s, t in zip(samples, targets)}
-            targets = [by_id[sid] for sid in batch.sample_ids]
         exps = models.explain(m, batch, method=list(methods), target=targets)
-        labels = {str(s["id"]): s.get("label") for s in samples if s.get("label") is not None}
         result = BatchResult(exps, labels, read_failures)
         if on_batch_done is not None:
             on_batch_done(len(positions))
         yield result
 
 
-def _with_label_targets(m, samples, failures):
-    """Samples whose label is a model class, with those class indices; the rest become failures."""
+def _with_label_targets(samples, labels: dict[str, Label], failures):
+    """Samples whose label names a model class, with those class indices; the rest become failures."""
     kept, targets = [], []
     for sample in samples:
-        try:
-            targets.append(label_index(m, sample))
-            kept.append(sample)
-        except models.SampleError as err:
-            failures.append((err.sample_id, err.stage, err.message))
+        sid = str(sample["id"])
+        label = labels.get(sid)
+        if label is None or label.index is None:
+            failures.append((sid, "target", "--target label needs a label the model has a class for; this "
+                             "sample has " + ("none" if label is None else f"{label.name!r}")
+                             + "; use --target predicted"))
+            continue
+        kept.append(sample)
+        targets.append(label.index)
     return kept, targets

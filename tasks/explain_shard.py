@@ -20,6 +20,7 @@ from models import LoadedModel
 from storage import tables
 from storage.store import Store
 from tasks.explain_dataset import explain_dataset
+from tasks.labels import label_map_for
 from tasks.shards import Shard
 
 
@@ -33,6 +34,7 @@ class ShardJob:
     methods: tuple[str, ...]
     target: str | int = "predicted"
     batch_size: int = 32
+    label_map: dict | None = None  # the user's dataset label -> model class mapping (tasks.labels)
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,11 @@ class ShardResult:
 
 
 def explain_shard(m: LoadedModel, dataset, store: Store, run_id: str, shard: Shard, methods: Sequence[str],
-                  target: str | int = "predicted", batch_size: int = 32, label_names: list[str] | None = None,
+                  target: str | int = "predicted", batch_size: int = 32, label_map: dict | None = None,
                   on_batch_done: Callable[[int], None] | None = None, skip_committed: bool = True) -> ShardResult:
     """Explain positions [shard.start, shard.stop) of `dataset` with `methods` and commit them as shard
-    `shard.id` of run `run_id`. `on_batch_done(n)` is called after each batch of n positions.
+    `shard.id` of run `run_id`. `on_batch_done(n)` is called after each batch of n positions. Labels are matched
+    to the model's classes by name (tasks.labels), through the user's `label_map` first.
 
     `skip_committed`: look for the shard's commit first and compute nothing when it is there. A caller that
     knows the shard was pending (a first attempt) can save that look-up: the commit is idempotent anyway."""
@@ -69,11 +72,12 @@ def explain_shard(m: LoadedModel, dataset, store: Store, run_id: str, shard: Sha
     if marker is not None:
         return ShardResult(shard.id, shard.start, shard.stop, marker["explained"], marker["failed"], marker["maps"],
                            computed=False, seconds=time.perf_counter() - started, writer=writer)
-    label_names = label_names or getattr(dataset, "label_names", None) or m.label_names
+    labels = label_map_for(m.class_names, dataset, label_map)
     exps, preds, errors = [], [], []
-    for result in explain_dataset(m, dataset, methods, target, batch_size, shard.start, shard.stop, on_batch_done):
+    for result in explain_dataset(m, dataset, methods, target, batch_size, shard.start, shard.stop, on_batch_done,
+                                  labels):
         exps.append(tables.explanation_table(result.explanations, run_id, shard.id))
-        preds.append(tables.prediction_table(result.explanations, run_id, result.labels, label_names, shard.id))
+        preds.append(tables.prediction_table(result.explanations, run_id, result.labels, shard.id))
         errors.append(tables.error_table(result.failures(), run_id, shard.id))
     rows = {"explanations": _concat(exps, tables.EXPLANATIONS), "predictions": _concat(preds, tables.PREDICTIONS),
             "errors": _concat(errors, tables.ERRORS)}

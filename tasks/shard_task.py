@@ -1,35 +1,40 @@
 """The Prefect tasks of a run: one per shard (runs on a Ray actor, retried), one per downstream job.
 
 They run in the flow's process (ThreadPoolTaskRunner, one thread per actor) and only wait on Ray: the maps
-are computed and committed by the actor, and the task gets back counts. Retries: a shard whose worker died,
-or whose commit hit a transient store error, runs again after 2 s, then 10 s; errors that would only repeat
-(a bad model or configuration: AttnAuditError, DatasetError) fail at once.
+are computed and committed by the actor, and the task gets back counts. Retries are for what can succeed on a
+second try — the shard's worker died, or its commit met too many concurrent writers — after 2 s, then 10 s;
+everything else (a bad input, model or configuration) would only fail again and fails the shard at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from deltalake.exceptions import CommitFailedError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
+from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
 
-import models
-from storage.datasets import DatasetError
-from tasks.actors import ActorPool, PoolClosed
+from storage.store import StoreConflictError
+from tasks.actors import ActorPool
 from tasks.explain_shard import ShardJob, ShardResult
 from tasks.shards import Shard
 
 RETRIES = 2
 RETRY_DELAYS_S = [2, 10]
+TRANSIENT = (RayActorError, WorkerCrashedError, ObjectLostError, StoreConflictError, CommitFailedError,
+             ConnectionError, TimeoutError)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Worth another attempt: a dead worker or a commit conflict (a RayTaskError wrapping what the shard raised
+    is also an instance of that exception's class)."""
+    return isinstance(err, TRANSIENT)
 
 
 def _worth_retrying(task, task_run, state) -> bool:
-    err = state.result(raise_on_failure=False)
-    if isinstance(err, PoolClosed):
-        return False
-    # a RayTaskError wrapping one of ours is also an instance of it
-    return not isinstance(err, models.AttnAuditError | DatasetError)
+    return is_transient(state.result(raise_on_failure=False))
 
 
 @task(name="explain-shard", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S, retry_condition_fn=_worth_retrying,

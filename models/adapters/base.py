@@ -31,6 +31,14 @@ class Adapter:
     family: ClassVar[str]  # e.g. "vit"
     architectures: ClassVar[tuple[str, ...]]  # Hugging Face class names it handles
     modalities: ClassVar[tuple[str, ...]]  # reported modalities
+    # One class per sample, which a dataset label names (tasks/labels.py). False for detectors, generators and
+    # dual encoders: their targets are the model's own detections / tokens / the pair's similarity.
+    predicts_class: ClassVar[bool] = True
+    # Its attention runs through transformers' attention interface, so `capture="fused"` can replace it
+    # (models/engine/fused.py); LXMERT and VisualBERT have attention code of their own.
+    supports_fused: ClassVar[bool] = True
+    # Self-attention only, each readout on its own stream: chefer2021's rows can propagate during the backward.
+    pure_self_attention: ClassVar[bool] = False
 
     def __init__(self, model: torch.nn.Module, **_unused_resources):
         # Resources (tokenizer, transform, ...) a family does not use are ignored, so `load` can pass all.
@@ -39,6 +47,15 @@ class Adapter:
     def preprocess(self, samples: list[dict], errors: str = "raise") -> Batch:
         raise NotImplementedError
 
+    def batch_from_tensors(self, tensors: dict[str, torch.Tensor]) -> Batch:
+        """A Batch of model inputs made elsewhere (a processor's BatchFeature, a dict): sample ids are positions."""
+        n = next((len(v) for v in tensors.values() if isinstance(v, torch.Tensor) and v.dim()), 0)
+        return Batch(dict(tensors), [str(i) for i in range(n)], **self.tensor_meta(tensors))
+
+    def tensor_meta(self, tensors: dict[str, torch.Tensor]) -> dict:
+        """What `maps` reads beside the tensors (e.g. a text's tokens), rebuilt from the tensors alone."""
+        return {}
+
     def run(self, batch: Batch) -> tuple[torch.Tensor, Capture]:
         """Forward pass: (score table (B, n_targets), capture with events, masks, readouts)."""
         raise NotImplementedError
@@ -46,9 +63,19 @@ class Adapter:
     def maps(self, rows: dict[str, np.ndarray], batch: Batch, i: int) -> SampleMaps:
         raise NotImplementedError
 
+    @property
+    def attention_model(self) -> torch.nn.Module:
+        """The transformers model whose attention implementation a fused capture switches."""
+        return self.model
+
     def gradient_roots(self) -> list[torch.nn.Module] | None:
         """Modules whose outputs start the gradient graph; None: the model's input embeddings."""
         return None
+
+    def gradient_root_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters that start the graph too (kept requiring grad while the others are frozen): for maps that
+        depend on parameters only, whose gradient the methods still read."""
+        return []
 
     # Perturbation tests (models.perturbation): token positions are those of the modality's flat map.
     perturbation_modes: ClassVar[tuple[str, ...]] = ()  # e.g. ("drop", "zero"); empty: not supported

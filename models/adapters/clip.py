@@ -24,6 +24,8 @@ class ClipAdapter(Adapter):
     family = "clip"
     architectures = ("CLIPModel",)
     modalities = ("image", "text")
+    predicts_class = False
+    pure_self_attention = True
 
     def __init__(self, model, tokenizer=None, truncate: bool = False, max_length: int | None = None,
                  transform: PixelTransform | None = None, **resources):
@@ -36,6 +38,10 @@ class ClipAdapter(Adapter):
         self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config.text_config),
                                    truncate)
         model.config.num_labels, model.config.id2label = 1, {0: "similarity"}
+
+    def tensor_meta(self, tensors):
+        ids = tensors["input_ids"]
+        return self.encoder.token_meta(ids, tensors.get("attention_mask", torch.ones_like(ids)))
 
     def preprocess(self, samples, errors="raise"):
         def convert(sample, sid):

@@ -33,6 +33,11 @@ class DetrAdapter(MultiTargetAdapter):
         # DETR has no input embedding: the graph starts at the projected backbone features.
         return [self.model.model.input_projection]
 
+    def gradient_root_parameters(self):
+        # The first decoder self-attention depends on the learned object queries only (its input is zero); its
+        # gradient is not zero (V is the value projection's bias) and the authors' DETR code uses it.
+        return [self.model.model.query_position_embeddings.weight]
+
     def preprocess(self, samples, errors="raise"):
         return image_batch(self.transform, samples, errors)
 

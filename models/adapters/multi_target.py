@@ -51,6 +51,8 @@ class Targets:
 class MultiTargetAdapter(Adapter):
     """`run` returns the (B, ...) score table; `select_targets` picks the pairs to explain from it."""
 
+    predicts_class = False
+
     def select_targets(self, batch: Batch, logits: torch.Tensor) -> Targets:
         raise NotImplementedError
 

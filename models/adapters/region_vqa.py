@@ -13,7 +13,7 @@ import torch
 from models.adapters.base import Adapter, SampleMaps
 from models.adapters.token_removal import compact, drop_text_tokens
 from models.batch import Batch
-from models.errors import UnsupportedModelError
+from models.errors import AttnAuditError, UnsupportedModelError
 from models.paired import encode_pairs
 from models.regions import RegionGrid, pad_regions, sample_regions
 from models.text import TextEncoder, model_max_length, removable_text_tokens
@@ -25,6 +25,7 @@ class RegionVqaAdapter(Adapter):
     modalities = ("text", "image")
     perturbation_modes = ("drop",)
     region_modalities = ("image",)
+    supports_fused = False  # LXMERT and VisualBERT have attention code of their own (no attention interface)
     feature_dim: int  # the model's region feature size, set by the subclass
     score_name: str  # the output field holding the answer logits
 
@@ -35,6 +36,10 @@ class RegionVqaAdapter(Adapter):
             raise ValueError(f"{type(model).__name__} needs its tokenizer (the checkpoint folder has none)")
         self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config), truncate)
         self.regions = regions
+
+    def batch_from_tensors(self, tensors):
+        raise AttnAuditError(f"{self.family} models need the region grid of each sample: give the Batch that "
+                             "preprocess() makes")
 
     # -- what a family says
     def pooled_index(self, attention_mask: torch.Tensor) -> torch.Tensor:

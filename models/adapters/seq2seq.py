@@ -21,6 +21,10 @@ class Seq2SeqAdapter(GenerationAdapter):
         # T5 has relative positions: no position-embedding limit, the tokenizer's (or 512) applies.
         self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config), truncate)
 
+    def tensor_meta(self, tensors):
+        ids = tensors["input_ids"]
+        return self.encoder.token_meta(ids, tensors.get("attention_mask", torch.ones_like(ids)))
+
     def preprocess(self, samples, errors="raise"):
         return self.encoder.encode(samples, errors)
 

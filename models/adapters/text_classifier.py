@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from models.adapters.base import Adapter, SampleMaps
 from models.adapters.token_removal import drop_text_tokens
 from models.engine.events import AttentionEvent, Capture, Readout
@@ -13,6 +15,7 @@ class TextClassifierAdapter(Adapter):
     architectures = ("BertForSequenceClassification", "RobertaForSequenceClassification",
                      "DistilBertForSequenceClassification")
     modalities = ("text",)
+    pure_self_attention = True
 
     def __init__(self, model, tokenizer=None, truncate: bool = False, max_length: int | None = None,
                  **resources):
@@ -20,6 +23,10 @@ class TextClassifierAdapter(Adapter):
         if tokenizer is None:
             raise ValueError(f"{type(model).__name__} needs its tokenizer (the checkpoint folder has none)")
         self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config), truncate)
+
+    def tensor_meta(self, tensors):
+        ids = tensors["input_ids"]
+        return self.encoder.token_meta(ids, tensors.get("attention_mask", torch.ones_like(ids)))
 
     def preprocess(self, samples, errors="raise"):
         return self.encoder.encode(samples, errors)
@@ -60,3 +67,7 @@ class MeanPoolAdapter(TextClassifierAdapter):
 
     def readout(self, mask) -> Readout:
         return Readout.mean("text", mask)
+
+    @property
+    def attention_model(self):
+        return self.model.encoder

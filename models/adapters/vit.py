@@ -18,6 +18,7 @@ class ViTAdapter(Adapter):
     architectures = ("ViTForImageClassification", "DeiTForImageClassification",
                      "DeiTForImageClassificationWithTeacher")
     modalities = ("image",)
+    pure_self_attention = True
 
     def __init__(self, model, transform: PixelTransform | None = None, **resources):
         super().__init__(model, **resources)

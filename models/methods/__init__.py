@@ -2,6 +2,6 @@
 
 from models.methods import attention_sum, attn_gradcam, chefer2021, raw_attention, rollout  # noqa: F401
 from models.methods.finalize import finalize_rows
-from models.methods.registry import Method, available_methods, get_method, method_info
+from models.methods.registry import Method, Param, available_methods, get_method, method, method_info
 
-__all__ = ["Method", "available_methods", "finalize_rows", "get_method", "method_info"]
+__all__ = ["Method", "Param", "available_methods", "finalize_rows", "get_method", "method", "method_info"]

@@ -8,14 +8,14 @@ from models.methods.registry import Method, masked, read_row
 class AttentionSum(Method):
     name = "attention_sum"
     description = "sum of attention over all layers and heads, each map normalised to sum to 1"
-    needs_gradients = False
+    needs = frozenset({"mean"})
 
     def attribute(self, capture):
         rows = {}
         for m, readout in capture.readouts.items():
             total = None
             for event in capture.events_of(readout.source, m):
-                summed = masked(capture, event, event.attn.float().sum(1))
+                summed = masked(capture, event, event.head_mean() * event.attn.shape[1])
                 total = summed if total is None else total + summed
             n = capture.masks[m].shape[1]
             rows[m] = read_row(readout.weights, total) if total is not None else \

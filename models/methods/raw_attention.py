@@ -1,13 +1,12 @@
 """raw_attention — the last layer's attention, mean over heads (SPEC §2)."""
 
-from models.engine.rules import head_mean
 from models.methods.registry import Method, last_layer_rows
 
 
 class RawAttention(Method):
     name = "raw_attention"
     description = "last attention layer (last co-attention for bi-modal), mean over heads"
-    needs_gradients = False
+    needs = frozenset({"mean"})
 
     def attribute(self, capture):
-        return last_layer_rows(capture, lambda _, event: head_mean(event.attn))
+        return last_layer_rows(capture, lambda _, event: event.head_mean())

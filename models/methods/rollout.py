@@ -7,19 +7,20 @@ formed, as vector–matrix products: O(n²) a layer.
 
 import torch
 
-from models.engine.rules import eye_like, head_mean, rownorm
-from models.methods.registry import Method, last_event, masked, read_row
+from models.engine.rules import eye_like, rownorm
+from models.methods.registry import START_LAYER, Method, from_layer, last_event, masked, read_row
 
 
 def _augmented(capture, event) -> torch.Tensor:
-    a = masked(capture, event, head_mean(event.attn))
+    a = masked(capture, event, event.head_mean())
     return rownorm(a + eye_like(a))
 
 
 class Rollout(Method):
     name = "rollout"
     description = "attention rollout: product of head-averaged attention plus identity (Abnar & Zuidema 2020)"
-    needs_gradients = False
+    needs = frozenset({"mean"})
+    params = {"start_layer": START_LAYER}
 
     def _row_through_self(self, capture, modality: str, v: torch.Tensor) -> torch.Tensor:
         """v R^{mm}: multiply by Â_L first (the row is read at the top)."""
@@ -28,6 +29,7 @@ class Rollout(Method):
         return v
 
     def attribute(self, capture):
+        capture = from_layer(capture, self.config["start_layer"], self.spec)
         rows = {}
         for m, readout in capture.readouts.items():
             s, w = readout.source, readout.weights.float()
@@ -42,5 +44,5 @@ class Rollout(Method):
             u = w
             for event in capture.events_of(s, s):
                 u = (_augmented(capture, event) @ u.unsqueeze(-1)).squeeze(-1)
-            rows[m] = self._row_through_self(capture, m, read_row(u, masked(capture, co, head_mean(co.attn))))
+            rows[m] = self._row_through_self(capture, m, read_row(u, masked(capture, co, co.head_mean())))
         return rows

@@ -50,6 +50,11 @@ class Dataset(ABC):
     def sample_id(self, i: int) -> str:
         return self._sample_id(self._position(i))
 
+    def label_values(self) -> set[int | str]:
+        """Every distinct label of the dataset, read without decoding samples (for checks before a run). This
+        default suits datasets whose labels are their `label_names` or index them."""
+        return set(self.label_names or ())
+
     def __iter__(self) -> Iterator[dict]:
         return (self[i] for i in range(len(self)))
 

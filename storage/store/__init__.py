@@ -16,6 +16,8 @@ from storage.store.errors import (
     QueryError,
     SampleNotFoundError,
     SchemaVersionError,
+    StoreConflictError,
+    StoreDamagedError,
     StoreError,
     StoreLocationError,
     UnknownRunError,
@@ -24,8 +26,10 @@ from storage.store.layout import SCHEMA_VERSION, TABLES, VIEW_NAMES
 from storage.store.provenance import code_version, fingerprint_files, fingerprint_text, run_key
 from storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec, StoredExplanation
 from storage.store.store import Store, open_store
+from storage.store.writable import check_writable
 
 __all__ = ["RELEVANCE_DTYPES", "SCHEMA_VERSION", "STATUSES", "TABLES", "VIEW_NAMES", "QueryError", "RunInfo",
-           "RunSpec", "SampleNotFoundError", "SchemaVersionError", "Store", "StoreError", "StoreLocationError",
+           "RunSpec", "SampleNotFoundError", "SchemaVersionError", "Store", "StoreConflictError", "StoreError",
+           "StoreDamagedError", "StoreLocationError", "check_writable",
            "StoredExplanation", "UnknownRunError", "code_version", "fingerprint_files", "fingerprint_text",
            "open_store", "run_key"]

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message: deltalake's errors go on with a Rust backtrace."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 class StoreError(Exception):
     """Base class of every error the store raises on purpose."""
 
 
+class StoreConflictError(StoreError):
+    """Too many concurrent writers committed at the same moment; trying again later can succeed."""
+
+
 class StoreLocationError(StoreError):
     """The location is not a store (a plain file, a foreign folder, or nothing there when reading)."""
+
+
+class StoreDamagedError(StoreError):
+    """A table's log or data files are damaged (lost, emptied, truncated): `attn-audit store check` says what
+    is wrong and what `--repair` can recover."""
 
 
 class SchemaVersionError(StoreError):

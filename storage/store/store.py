@@ -18,21 +18,24 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Field, Transaction, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.writer.properties import ColumnProperties
 
 from storage.store.errors import (
     SampleNotFoundError,
     SchemaVersionError,
+    StoreConflictError,
+    StoreDamagedError,
     StoreError,
     StoreLocationError,
     UnknownRunError,
+    first_line,
 )
 from storage.store.layout import (
     ADDED_COLUMNS,
@@ -44,8 +47,12 @@ from storage.store.layout import (
     description,
     parse_description,
 )
+from storage.store.paths import local_store_path
 from storage.store.provenance import canonical_json, code_version
 from storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec, StoredExplanation
+
+if TYPE_CHECKING:
+    from storage.store.check import CheckReport
 
 DICTIONARY_COLUMNS = ("method", "modality", "stage", "label", "target_label", "metric", "perturbation", "status")
 COMMIT_ATTEMPTS = 50
@@ -67,6 +74,18 @@ def _now() -> datetime:
 
 def _txn(run_id: str, what: str) -> str:
     return f"attn-audit:{run_id}:{what}"
+
+
+def shard_txn(run_id: str, shard_id: int) -> str:
+    """The application transaction every commit of a shard carries."""
+    return _txn(run_id, f"shard:{shard_id}")
+
+
+def holds_transaction(table: DeltaTable, txn: str) -> bool:
+    """Whether the table holds a commit of `txn`: version 1. A repair that resets a shard records version 0
+    (not committed) in the same commit that deletes its rows, so that the shard can be committed again."""
+    version = table.transaction_version(txn)
+    return version is not None and version >= 1
 
 
 def _writer() -> str:
@@ -94,18 +113,23 @@ class Store:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, location: str | Path, *, create: bool = False,
-             storage_options: dict[str, str] | None = None) -> Store:
+             storage_options: dict[str, str] | None = None, strict: bool = True) -> Store:
         """Open the store at a local path or a URI (s3://, gs://, az://, file://). `create=True` makes the
-        tables that are missing; otherwise a location with no store is an error."""
+        tables that are missing; otherwise a location with no store is an error. A damaged store (a table lost,
+        a log unreadable) raises StoreDamagedError; `strict=False` opens it anyway, for `check()` / `repair()`."""
         uri = str(location)
         if not _is_remote(uri):
-            path = Path(uri.removeprefix("file://")).expanduser().resolve()
+            path = local_store_path(uri)
             _check_local_location(path, create)
             uri = str(path)
         store = cls(uri.rstrip("/"), storage_options)
-        if create:
-            store._create_missing_tables()
-        store._check_tables(create)
+        try:
+            if create:
+                store._create_missing_tables()
+            store._check_tables(create)
+        except StoreDamagedError:
+            if strict:
+                raise
         return store
 
     def table_uri(self, name: str) -> str:
@@ -115,23 +139,61 @@ class Store:
         """The Delta table behind `name`, loaded at its latest version."""
         try:
             return DeltaTable(self.table_uri(name), storage_options=self.storage_options)
-        except TableNotFoundError:
-            raise StoreLocationError(f"{self.uri} has no '{name}' table; is it an attn-audit store?") from None
+        except DeltaError as err:  # no log, or one that cannot be read: a one-line error, not a Rust backtrace
+            raise self._damaged(name, err) from None
+
+    def _read(self, name: str, table: DeltaTable | None = None, **scan) -> pa.Table:
+        """Rows of table `name` (of snapshot `table` when given; `scan`: columns, filter); StoreDamagedError
+        when a data file is missing or unreadable."""
+        try:
+            return (self.delta(name) if table is None else table).to_pyarrow_dataset().to_table(**scan)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise self._damaged(name, err) from None
+
+    def _damaged(self, name: str | None, err: Exception | None = None) -> StoreDamagedError:
+        """The error for a table (None: some table) that cannot be read: what the check finds wrong (one line,
+        with what to do), else the reader's own first line."""
+        from storage.store.check import check, check_table
+
+        try:
+            report = check(self) if name is None else check_table(self, name)
+        except (OSError, DeltaError, pa.ArrowInvalid):  # damage the check cannot read past (remote stores)
+            report = None
+        if report is not None and not report.clean:
+            return StoreDamagedError(report.message())
+        what, reason = f"table {name}" if name else "a table", "" if err is None else f" ({first_line(err)})"
+        return StoreDamagedError(f"{what} of {self.uri} cannot be read{reason}; run `attn-audit store check --store "
+                                 f"{self.uri}`")
 
     def _exists(self, name: str) -> bool:
         return DeltaTable.is_deltatable(self.table_uri(name), storage_options=self.storage_options)
 
     def _create_missing_tables(self) -> None:
-        for name, spec in TABLES.items():
+        """Create the tables of a new store, and in an existing one those added since it was written
+        (ADDED_TABLES). Never one that existed: a missing table of an existing store, or a table folder holding
+        data files but no log, is damage (StoreDamagedError), not something to start again empty."""
+        existing_store = self._exists("runs")  # created last
+        for name in TABLES:
             if self._exists(name):
                 continue
-            try:
-                DeltaTable.create(self.table_uri(name), spec.schema, mode="ignore",
-                                  partition_by=list(spec.partition_by),
-                                  name=name, description=description(name), storage_options=self.storage_options)
-            except (DeltaError, OSError):  # another process created it at the same moment
-                if not self._exists(name):
-                    raise
+            if (existing_store and name not in ADDED_TABLES) or self._data_files(name):
+                raise self._damaged(name)
+            self._create_table(name)
+
+    def _create_table(self, name: str) -> None:
+        spec = TABLES[name]
+        try:
+            DeltaTable.create(self.table_uri(name), spec.schema, mode="ignore", partition_by=list(spec.partition_by),
+                              name=name, description=description(name), storage_options=self.storage_options)
+        except (DeltaError, OSError):  # another process created it at the same moment
+            if not self._exists(name):
+                raise
+
+    def _data_files(self, name: str) -> list[Path]:
+        """The Parquet files in a local table's folder, referenced or not (object stores are not listed)."""
+        if _is_remote(self.uri):
+            return []
+        return [p for p in Path(self.table_uri(name)).rglob("*.parquet") if "_delta_log" not in p.parts]
 
     def _add_missing_columns(self) -> None:
         for name, columns in ADDED_COLUMNS.items():
@@ -149,7 +211,7 @@ class Store:
         if not self._exists("runs"):
             raise StoreLocationError(f"{self.uri} is not an attn-audit store (no runs table)"
                                      + ("" if create else "; `attn-audit explain --store` creates one"))
-        if not all(self._exists(name) for name in ADDED_TABLES):  # a store written before these tables existed
+        if not all(self._exists(name) for name in TABLES):  # a store written before ADDED_TABLES, or damage
             self._create_missing_tables()
         self._add_missing_columns()
         for name, spec in TABLES.items():
@@ -198,7 +260,7 @@ class Store:
         run_id = self.run(run_id).run_id
         for attempt in range(COMMIT_ATTEMPTS):
             table = self.delta("runs")
-            row = table.to_pyarrow_dataset().to_table(filter=pc.field("run_id") == run_id)
+            row = self._read("runs", table, filter=pc.field("run_id") == run_id)
             row = row.set_column(row.schema.get_field_index("status"), "status", pa.array([status] * row.num_rows))
             row = row.set_column(row.schema.get_field_index("updated_at"), "updated_at",
                                  pa.array([_now()] * row.num_rows, TABLES["runs"].schema.field("updated_at").type))
@@ -210,7 +272,7 @@ class Store:
                 return
             except CommitFailedError:
                 backoff(attempt)
-        raise StoreError(f"could not update the status of run {run_id}: too many concurrent writers")
+        raise StoreConflictError(f"could not update the status of run {run_id}: too many concurrent writers")
 
     def finish_run(self, run_id: str, failed: bool = False) -> RunInfo:
         """Set the final status: `failed`, or from the committed shards: `completed`, `completed_with_errors`
@@ -227,9 +289,8 @@ class Store:
 
     def runs(self) -> pa.Table:
         """Every run with its committed shards, samples, explained samples, failures and maps."""
-        runs = self.delta("runs").to_pyarrow_dataset().to_table().cast(TABLES["runs"].schema)
-        shards = self.delta("shards").to_pyarrow_dataset().to_table(
-            columns=["run_id", "shard_id", "samples", "explained", "failed", "maps"])
+        runs = self._read("runs").cast(TABLES["runs"].schema)
+        shards = self._read("shards", columns=["run_id", "shard_id", "samples", "explained", "failed", "maps"])
         sums = shards.group_by("run_id").aggregate([
             ("shard_id", "count"), ("samples", "sum"), ("explained", "sum"), ("failed", "sum"), ("maps", "sum")])
         by_run = {r["run_id"]: r for r in sums.to_pylist()}
@@ -270,8 +331,7 @@ class Store:
 
     # ------------------------------------------------------------------ writing
     def committed_shards(self, run_id: str) -> set[int]:
-        table = self.delta("shards").to_pyarrow_dataset().to_table(
-            columns=["shard_id"], filter=pc.field("run_id") == run_id)
+        table = self._read("shards", columns=["shard_id"], filter=pc.field("run_id") == run_id)
         return set(table["shard_id"].to_pylist())
 
     def commit_shard(self, run_id: str, shard_id: int, *, explanations: pa.Table | None = None,
@@ -282,8 +342,8 @@ class Store:
         run_id = info.run_id
         if not 0 <= shard_id < max(info.num_shards, 1):
             raise StoreError(f"shard {shard_id} is outside run {run_id} ({info.num_shards} shards)")
-        txn = _txn(run_id, f"shard:{shard_id}")
-        if self.delta("shards").transaction_version(txn) is not None:
+        txn = shard_txn(run_id, shard_id)
+        if holds_transaction(self.delta("shards"), txn):
             return False
         given = {"explanations": explanations, "predictions": predictions, "errors": errors}
         rows = {name: self._conform(name, given[name], run_id, shard_id, info.relevance_dtype) for name in SHARD_TABLES}
@@ -341,7 +401,7 @@ class Store:
         fail Delta's conflict check, and the next attempt sees it and skips."""
         for attempt in range(COMMIT_ATTEMPTS):
             table = self.delta(name)
-            if table.transaction_version(txn) is not None:
+            if holds_transaction(table, txn):
                 return False
             try:
                 commit = CommitProperties(app_transactions=[Transaction(txn, 1)],
@@ -350,7 +410,7 @@ class Store:
                 return True
             except CommitFailedError:
                 backoff(attempt)
-        raise StoreError(f"could not commit to {name}: too many concurrent writers")
+        raise StoreConflictError(f"could not commit to {name}: too many concurrent writers")
 
     # ------------------------------------------------------------------ reading
     def table(self, name: str, *, run_id: str | None = None, method: str | Iterable[str] | None = None,
@@ -371,7 +431,6 @@ class Store:
             if wanted is not None and column in spec.schema.names:
                 values = [wanted] if isinstance(wanted, str) else list(wanted)
                 filters.append(pc.field(column).isin(values))
-        dataset = self._dataset(name)
         expression = None
         for f in filters:
             expression = f if expression is None else expression & f
@@ -379,7 +438,7 @@ class Store:
         unknown = [c for c in wanted_columns if c not in spec.schema.names]
         if unknown:
             raise StoreError(f"table {name} has no column(s) {unknown}; columns: {spec.schema.names}")
-        table = dataset.to_table(columns=wanted_columns, filter=expression)
+        table = self._read(name, columns=wanted_columns, filter=expression)
         return table.cast(pa.schema([spec.schema.field(c) for c in wanted_columns]))
 
     def frame(self, name: str, **filters):
@@ -461,8 +520,8 @@ class Store:
         return self.run(run_id).shard_range(rows[0]["shard_id"])
 
     def _committed_filter(self, run_id: str | None):
-        shards = self.delta("shards").to_pyarrow_dataset().to_table(
-            columns=["run_id", "shard_id"], filter=None if run_id is None else pc.field("run_id") == run_id)
+        shards = self._read("shards", columns=["run_id", "shard_id"],
+                            filter=None if run_id is None else pc.field("run_id") == run_id)
         by_run: dict[str, list[int]] = {}
         for r, s in zip(shards["run_id"].to_pylist(), shards["shard_id"].to_pylist()):
             by_run.setdefault(r, []).append(s)
@@ -474,23 +533,42 @@ class Store:
             expression = term if expression is None else expression | term
         return expression
 
-    def _dataset(self, name: str) -> pads.Dataset:
-        return self.delta(name).to_pyarrow_dataset()
-
     # ------------------------------------------------------------------ SQL and maintenance
-    def connect(self, *, native_parquet: bool | None = None):
+    def connect(self, *, memory_limit: str | None = None):
         """A DuckDB connection with read-only views runs, shards, predictions, explanations, errors, metrics,
         perturbation_curves, comparisons (see storage.store.sql). Close it when done: an open connection over
         Arrow datasets sometimes aborts the interpreter at exit (duckdb 2.0.1)."""
         from storage.store.sql import connect
 
-        return connect(self, native_parquet=native_parquet)
+        return self._reading_views(lambda: connect(self, memory_limit=memory_limit))
 
-    def sql(self, query: str, *, native_parquet: bool | None = None) -> pa.Table:
-        """Run one read-only SQL statement (SELECT / WITH / DESCRIBE / SHOW / EXPLAIN) over the views."""
+    def sql(self, query: str, *, timeout: float | None = None, memory_limit: str | None = None) -> pa.Table:
+        """Run one read-only SQL statement (SELECT / WITH / DESCRIBE / SHOW / EXPLAIN) over the views, within
+        `timeout` seconds (default none) and `memory_limit` ("4GB"; default half the memory)."""
         from storage.store.sql import run_query
 
-        return run_query(self, query, native_parquet=native_parquet)
+        return self._reading_views(lambda: run_query(self, query, timeout=timeout, memory_limit=memory_limit))
+
+    def _reading_views(self, call):
+        """DuckDB stops at a missing data file in the middle of a query, with a long message: look first."""
+        from storage.store.check import check_files
+
+        check_files(self).raise_if_damaged()
+        return call()
+
+    def check(self, run_id: str | None = None) -> CheckReport:
+        """What is damaged in the store, or in one run (id or prefix) plus table-wide damage: a CheckReport
+        (storage.store.check). Cheap: counts come from the logs' file statistics, not from reading the rows."""
+        from storage.store.check import check
+
+        return check(self, None if run_id is None else self.run(run_id).run_id)
+
+    def repair(self, run_id: str | None = None) -> CheckReport:
+        """Make damaged tables readable and reset the shards whose rows were lost, so that the next `attn-audit
+        explain` of their runs recomputes them; returns the check after the repair (storage.store.check)."""
+        from storage.store.check import repair
+
+        return repair(self, None if run_id is None else self.run(run_id).run_id)
 
     def optimize(self) -> dict[str, dict]:
         """Compact small files (one per shard commit) into large ones and checkpoint the logs. Readers keep

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from models import AttnAuditError
+from models.classes import checkpoint_class_names
 from storage.store import RunInfo, Store
 from storage.tables import COMPARISONS
 from tasks.compare.maps import comparable, rank_correlation, top_k, top_k_overlap
@@ -95,9 +96,29 @@ def _pairs(store: Store, a: RunInfo, b: RunInfo) -> list[Pair]:
         return float("nan") if row["correct"] is None else float(row["correct"])
 
     ta, tb = targets(a), targets(b)
-    return [Pair(sid, rb["target_index"], ra["target_index"], rb["prediction"] != ra["prediction"], correct(rb),
-                 correct(ra))
+    name_a, name_b = _prediction_names(a, b)
+    return [Pair(sid, rb["target_index"], ra["target_index"], name_b(rb["prediction"]) != name_a(ra["prediction"]),
+                 correct(rb), correct(ra))
             for sid in sorted(ta.keys() & tb.keys()) for ra, rb in zip(ta[sid], tb[sid])]
+
+
+def _prediction_names(a: RunInfo, b: RunInfo):
+    """How to compare the two runs' predictions: by class name when both checkpoints name their classes (two
+    checkpoints may order them differently), else by index."""
+    def names(run: RunInfo) -> list[str] | None:
+        try:
+            return checkpoint_class_names(run.model_ref)
+        except (AttnAuditError, OSError, ValueError):  # the checkpoint is gone or unreadable: indices only
+            return None
+
+    na, nb = names(a), names(b)
+    if not na or not nb:
+        return (lambda i: i), (lambda i: i)
+
+    def namer(classes: list[str]):
+        return lambda i: classes[i] if i is not None and 0 <= i < len(classes) else i
+
+    return namer(na), namer(nb)
 
 
 def _or_minus_one(target: int | None) -> int:

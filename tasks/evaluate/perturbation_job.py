@@ -16,7 +16,7 @@ from tasks.evaluate.notes import Notes
 from tasks.evaluate.rows import Rows
 from tasks.evaluate.settings import EvalSettings
 from tasks.evaluate.specs import perturbation_test
-from tasks.explain_dataset import label_index
+from tasks.labels import LabelError, LabelMap
 
 
 def auc(fractions, values) -> float:
@@ -25,20 +25,22 @@ def auc(fractions, values) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) * 100)
 
 
-def _reference(m, sample: dict, exp) -> tuple[int | None, str]:
+def _reference(label_map: LabelMap | None, sample: dict, exp) -> tuple[int | None, str]:
     """The class a perturbed prediction must match: the label's, else the unperturbed prediction (always, for a
-    many-target model: its targets are the model's own detections / generated tokens)."""
-    if sample.get("label") is not None and not isinstance(m.adapter, MultiTargetAdapter):
+    many-target model: its targets are the model's own detections / generated tokens; it has no label map)."""
+    if sample.get("label") is not None and label_map is not None:
         try:
-            return label_index(m, sample), "label"
-        except models.SampleError:
+            return label_map.resolve(sample["label"]).index, "label"
+        except LabelError:
             pass
     return exp.prediction, "prediction"
 
 
 def perturbation_rows(m, batch, samples: dict[str, dict], exps: list, method: str, settings: EvalSettings,
-                      curves: Rows, metrics: Rows, notes: Notes, max_rows: int | None = None) -> None:
-    """Both tests for every modality of the model, for `exps` (one method's explanations of `batch`)."""
+                      curves: Rows, metrics: Rows, notes: Notes, max_rows: int | None = None,
+                      label_map: LabelMap | None = None) -> None:
+    """Both tests for every modality of the model, for `exps` (one method's explanations of `batch`); accuracy
+    is against the samples' labels as `label_map` matches them to the model's classes."""
     position = {sid: i for i, sid in enumerate(batch.sample_ids)}
     digest = settings.digest("perturbation")
     adapter = m.adapter
@@ -62,7 +64,7 @@ def perturbation_rows(m, batch, samples: dict[str, dict], exps: list, method: st
         fractions = settings.default_steps if modality in adapter.region_modalities else settings.steps_for(modality)
         result = _curves(m, batch, modality, items, position, fractions, mode, max_rows, notes, method)
         for item, probs, scores, preds in result:
-            reference, against = _reference(m, samples[item.sample_id], item)
+            reference, against = _reference(label_map, samples[item.sample_id], item)
             for d, direction in enumerate(("positive", "negative")):
                 test = perturbation_test(direction, mode)
                 correct = (preds[d] == (preds[d, 0] if reference is None else reference)).astype(np.float64)

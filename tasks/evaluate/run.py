@@ -29,6 +29,7 @@ from tasks.evaluate.perturbation_job import perturbation_rows
 from tasks.evaluate.rows import curve_rows, metric_rows
 from tasks.evaluate.sanity import sanity_rows
 from tasks.evaluate.settings import DEFAULT_TESTS, EvalSettings, parse_tests
+from tasks.labels import LabelMap, label_map_for
 
 CHUNK_TESTS = ("perturbation", "localisation")
 CHUNK_ATTEMPTS = 3  # on a pool: a chunk whose worker died is evaluated again (its commits are idempotent)
@@ -81,6 +82,9 @@ class _Context:
                                       precision=self.config.get("precision", "float32"),
                                       truncate=bool(self.config.get("truncate", False)))
         return self._model
+
+    def label_map(self) -> LabelMap | None:
+        return label_map_for(self.model().class_names, self.dataset, self.config.get("label_map"))
 
     def settings_for(self, test: str) -> EvalSettings:
         """The perturbation test runs the protocol the model has (EvalSettings.for_modes); others as given."""
@@ -200,7 +204,7 @@ def _evaluate_chunk(ctx: _Context, chunk: Chunk, jobs: list[tuple[str, str]]) ->
             exps = [x for sid in samples for x in by_sample.get((method, sid), [])]
             if test == "perturbation":
                 perturbation_rows(ctx.model(), batch, samples, exps, method, ctx.settings_for(test), curves[method],
-                                  metrics[(test, method)], notes[(test, method)], ctx.max_rows)
+                                  metrics[(test, method)], notes[(test, method)], ctx.max_rows, ctx.label_map())
             else:
                 localisation_rows(samples, exps, method, ctx.settings, metrics[(test, method)], notes[(test, method)])
     for job in pending:

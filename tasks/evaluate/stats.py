@@ -1,6 +1,7 @@
 """Bootstrap intervals over samples and method rankings with paired significance (SPEC.md §5.3), numpy only.
 
-Percentile bootstrap: `resamples` resamples of the n per-sample values with replacement (seeded, vectorised in
+Percentile bootstrap (seeded; values in sample-id order, so the same rows give the same interval however they
+were read): `resamples` resamples of the n per-sample values with replacement (seeded, vectorised in
 blocks), the mean of each, and the 2.5th / 97.5th percentiles of those means for a 95% interval. Two methods
 are compared on the samples both have (paired): the interval of the mean per-sample difference; when it
 contains 0, the difference is not significant.
@@ -58,6 +59,12 @@ def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed:
     return bootstrap_ci(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), resamples, seed)
 
 
+def _in_order(keys) -> list[tuple]:
+    """Sample keys (sample_id, target_index) in sample-id order, a missing target first: the bootstrap draws
+    positions, so the same values give the same interval however the rows were read."""
+    return sorted(keys, key=lambda k: tuple((x is not None, x) for x in k))
+
+
 @dataclass
 class Ranked:
     method: str
@@ -70,8 +77,7 @@ def rank_methods(per_method: dict[str, dict[tuple, float]], higher_is_better: bo
                  seed: int = 0) -> list[Ranked]:
     """Methods best first. `per_method[name]` maps a sample key (sample_id, target) to its value; each pair of
     methods is compared on the keys both have."""
-    intervals = {name: bootstrap_ci(np.fromiter(v.values(), float, len(v)), resamples, seed)
-                 for name, v in per_method.items()}
+    intervals = {name: bootstrap_ci([v[k] for k in _in_order(v)], resamples, seed) for name, v in per_method.items()}
     sign = -1.0 if higher_is_better else 1.0
     order = sorted(intervals, key=lambda name: (np.nan_to_num(sign * intervals[name].mean, nan=np.inf), name))
     ranked, previous = [], None
@@ -81,7 +87,7 @@ def rank_methods(per_method: dict[str, dict[tuple, float]], higher_is_better: bo
         previous = intervals[name].mean
     for i, a in enumerate(ranked):
         for b in ranked[i + 1:]:
-            shared = sorted(per_method[a.method].keys() & per_method[b.method].keys())
+            shared = _in_order(per_method[a.method].keys() & per_method[b.method].keys())
             if not shared:
                 continue
             diff = paired_difference([per_method[a.method][k] for k in shared],

@@ -100,7 +100,7 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     done = run_cli("explain", "--model", str(tmp_path), "--data", "builtin:fashion-canvas", "--method", "lrp")
     assert done.returncode == 1 and "unknown method 'lrp'" in done.stderr
     (tmp_path / "plain").write_text("x")
-    done = run_cli("explain", "--model", "builtin:nope", "--data", "builtin:fashion-canvas",
+    done = run_cli("explain", "--model", "builtin:fashion-vit", "--data", "builtin:fashion-canvas",
                    "--store", str(tmp_path / "plain"))
     assert done.returncode == 1 and "is a file" in done.stderr and "Traceback" not in done.stderr
     help_text = run_cli("explain", "--help").stdout

@@ -139,9 +139,9 @@ def test_hooked_image_to_text_attention_is_the_one_the_model_uses():
     the map is in the model's computation, in that direction, at that layer."""
     m = tiny_bimodal.wrapped("lxmert")
     batch = m.preprocess(tiny_bimodal.samples(1))
-    from models.capture import run_capture
+    from models.capture import CapturePlan, run_capture
 
-    result = run_capture(m.adapter, batch, None, with_gradients=True)
+    result = run_capture(m.adapter, batch, None, CapturePlan(False, frozenset({"gradient_weighted"})))
     # the first layer's: the last layer's image stream never reaches the [CLS] readout
     event = [e for e in result.capture.events if (e.query, e.key) == ("image", "text")][0]
     assert event.attn.shape[-2:] == (4, batch["input_ids"].shape[1])

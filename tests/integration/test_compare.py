@@ -42,7 +42,7 @@ def add_run(store: Store, model_fp: str, which: int, methods=("chefer2021",)) ->
                                         score=1.0, probability=0.9, prediction=pred, relevance={"image": maps[which]},
                                         tokens={}, special={}, error=None))
     store.commit_shard(run.run_id, 0, explanations=tables.explanation_table(exps, run.run_id),
-                       predictions=tables.prediction_table(exps, run.run_id, dict.fromkeys(SAMPLES, 0), LABELS))
+                       predictions=tables.prediction_table(exps, run.run_id, dict.fromkeys(SAMPLES, (LABELS[0], 0))))
     store.finish_run(run.run_id)
     return run.run_id
 

@@ -59,7 +59,7 @@ def commit(store, run, shard, rng, failed=(), methods=None, modalities=("image",
     lo, hi = run.shard_range(shard)
     ids = [f"s{i:03d}" for i in range(lo, hi) if f"s{i:03d}" not in failed]
     exps = fake_explanations(ids, methods or run.methods, rng, modalities)
-    labels = {sid: LABELS[i % 3] for i, sid in enumerate(ids)}
+    labels = {sid: (LABELS[i % 3], i % 3) for i, sid in enumerate(ids)}  # (name as given, class index)
     store.commit_shard(run.run_id, shard, explanations=tables.explanation_table(exps, run.run_id),
                        predictions=tables.prediction_table(exps, run.run_id, labels),
                        errors=tables.error_table([(f, "decode", "broken") for f in failed], run.run_id))
@@ -123,8 +123,7 @@ def test_float16_option_rounds_values_and_keeps_a_float32_column(tmp_path):
     np.testing.assert_array_equal(again.relevance["image"], expected)
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["parquet-reader", "arrow-dataset"])
-def test_duckdb_grouped_query_equals_numpy(filled, native):
+def test_duckdb_grouped_query_equals_numpy(filled):
     store, run, written = filled
     sql = """
         SELECT p.label, pos, avg(v) AS mean
@@ -132,14 +131,14 @@ def test_duckdb_grouped_query_equals_numpy(filled, native):
               FROM explanations WHERE modality = 'image' AND method = 'chefer2021') e
         JOIN predictions p USING (run_id, sample_id, target_index)
         GROUP BY ALL ORDER BY p.label, pos"""
-    got = store.sql(sql, native_parquet=native).to_pylist()
+    got = store.sql(sql).to_pylist()
     preds = {p["sample_id"]: p["label"] for p in store.predictions(run_id=run.run_id).to_pylist()}
     for label in sorted(set(preds.values())):
         maps = np.stack([e.relevance["image"].ravel() for e in written
                          if e.method == "chefer2021" and preds[e.sample_id] == label])
         rows = [r["mean"] for r in got if r["label"] == label]
         np.testing.assert_allclose(rows, maps.astype(np.float64).mean(0), rtol=1e-6, atol=1e-7)
-    views = store.sql("SELECT count(*) AS n FROM runs", native_parquet=native).to_pylist()
+    views = store.sql("SELECT count(*) AS n FROM runs").to_pylist()
     assert views == [{"n": 1}]
 
 

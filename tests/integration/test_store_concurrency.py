@@ -73,10 +73,9 @@ def assert_complete(store: Store, run_id: str, shards) -> None:
     assert len(maps) == 4 * len(shards)
     assert all(m["relevance"] == [float(m["sample_id"][1:])] * 4 for m in maps)
     assert store.predictions(run_id=run_id).num_rows == 2 * len(shards)
-    for native in (True, False):  # DuckDB's Parquet reader over the snapshot's files / Arrow datasets
-        sql = store.sql(f"SELECT count(*) AS n, count(DISTINCT (sample_id, method)) AS d FROM explanations "
-                        f"WHERE run_id = '{run_id}'", native_parquet=native).to_pylist()
-        assert sql == [{"n": 4 * len(shards), "d": 4 * len(shards)}]
+    sql = store.sql(f"SELECT count(*) AS n, count(DISTINCT (sample_id, method)) AS d FROM explanations "
+                    f"WHERE run_id = '{run_id}'").to_pylist()
+    assert sql == [{"n": 4 * len(shards), "d": 4 * len(shards)}]
 
 
 def versions(store: Store) -> dict[str, int]:

@@ -51,9 +51,7 @@ def test_one_row_per_detection_with_its_box_and_one_noted_row_per_empty_image(tm
     assert keys == {(e.sample_id, e.target) for e in exps}
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_a_store_written_before_target_detail_existed_opens_reads_and_takes_new_rows(tmp_path, monkeypatch, exps,
-                                                                                       native):
+def test_a_store_written_before_target_detail_existed_opens_reads_and_takes_new_rows(tmp_path, monkeypatch, exps):
     old = tables.PREDICTIONS.remove(tables.PREDICTIONS.get_field_index("target_detail"))
     with monkeypatch.context() as patch:  # write the store as the previous version did
         patch.setitem(layout.TABLES, "predictions", layout.TableSpec("predictions", old, ("run_id",), True))
@@ -66,10 +64,9 @@ def test_a_store_written_before_target_detail_existed_opens_reads_and_takes_new_
     reopened = Store.open(tmp_path / "old")
     assert reopened.predictions().column("target_detail").null_count == len(exps)
     new_run = commit(reopened, exps, data="e")
-    got = reopened.sql(f"SELECT target_detail FROM predictions WHERE run_id = '{new_run}'", native_parquet=native)
+    got = reopened.sql(f"SELECT target_detail FROM predictions WHERE run_id = '{new_run}'")
     assert got.num_rows == len(exps) and got.column(0).null_count == 0
-    everything = reopened.sql("SELECT count(*) AS n, count(target_detail) AS detailed FROM predictions",
-                              native_parquet=native)
+    everything = reopened.sql("SELECT count(*) AS n, count(target_detail) AS detailed FROM predictions")
     assert everything.to_pylist() == [{"n": 2 * len(exps), "detailed": len(exps)}]
     stored = pa.schema(reopened.delta("predictions").schema().to_arrow()).field("target_detail")
     assert stored.type in (pa.string(), pa.large_string(), pa.string_view())

@@ -58,3 +58,16 @@ def test_metric_specs():
         METRICS["auc_positive_zero"].check("text")
     with pytest.raises(AttnAuditError, match="unknown metric"):
         metric_spec("accuracy")
+
+
+def test_ranking_intervals_do_not_depend_on_the_order_rows_were_read():
+    """The bootstrap draws positions: values taken in sample-id order give the same intervals for the same rows,
+    whatever order the store returned them in (adding other rows to a table used to move them)."""
+    rng = np.random.default_rng(3)
+    keys = [(f"s{i:03d}", t) for i in range(40) for t in (None, 0)]
+    values = {"a": {k: float(rng.normal()) for k in keys}, "b": {k: float(rng.normal(0.3)) for k in keys}}
+    order = [keys[i] for i in rng.permutation(len(keys))]
+    shuffled = {name: {k: per[k] for k in order} for name, per in values.items()}
+    first, second = rank_methods(values, True), rank_methods(shuffled, True)
+    assert [(r.method, r.interval) for r in first] == [(r.method, r.interval) for r in second]
+    assert [r.not_significant_vs for r in first] == [r.not_significant_vs for r in second]

@@ -84,3 +84,18 @@ def test_whole_file_problems_are_dataset_errors(tmp_path, text, message):
 def test_undecodable_text_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError, match="cannot read as UTF-8 CSV"):
         CsvDataset(write(tmp_path / "d.csv", "id,text\na,caf\xe9\n", encoding="latin-1"))
+
+
+@pytest.mark.parametrize("text, line", [
+    ('id,text\na,fine\nb,"never closed\nc,swallowed\nd,too\n', 3),
+    ('id,text\na,"two\nlines",\nb,x,"\n', 4),  # the quote opens at the end of a line, after a closed one
+    ('id,text\na,fine\nb,"no newline at the end', 3),
+])
+def test_an_unclosed_quote_is_a_dataset_error_naming_the_line_it_opens_on(tmp_path, text, line):
+    with pytest.raises(DatasetError, match=rf"d\.csv: the quote opened on line {line} is never closed"):
+        CsvDataset(write(tmp_path / "d.csv", text))
+
+
+def test_a_quoted_cell_may_end_the_file(tmp_path):
+    data = CsvDataset(write(tmp_path / "d.csv", 'id,text\r\na,"two\r\nlines"'))
+    assert data[0] == {"id": "a", "text": "two\r\nlines"}

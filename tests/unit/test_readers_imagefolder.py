@@ -86,3 +86,17 @@ def test_fingerprint_follows_image_content_and_pickles(folder):
     png(folder / "dog" / "b.png", value=9)
     assert ImageFolderDataset(folder).fingerprint() != before
     assert pickle.loads(pickle.dumps(data))[0] == data[0]
+
+
+def test_links_to_folders_are_followed(folder, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    png(elsewhere / "linked.png")
+    (folder / "dog" / "more").symlink_to(elsewhere, target_is_directory=True)
+    assert "dog/more/linked.png" in [s["id"] for s in ImageFolderDataset(folder)]
+
+
+@pytest.mark.parametrize("link, target", [("cat/x/loop", ".."), ("dog/self", "."), ("cat/root", "..")])
+def test_a_folder_link_that_loops_is_refused_naming_it(folder, link, target):
+    (folder / link).symlink_to(target, target_is_directory=True)
+    with pytest.raises(DatasetError, match=rf"{link} links to .*a folder it is inside of \(a loop\)"):
+        ImageFolderDataset(folder)

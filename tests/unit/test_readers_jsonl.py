@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from storage.datasets import DatasetError, JsonlDataset, SampleError, open_dataset
+from tests.bad_files import misdeclared_chunk_png
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -70,6 +71,8 @@ B = '{"id": "b", "image": "ok.png", "text": "t", '  # a row that only its last c
     (B + '"gt_image_mask": [[0, 1], [1]]}', "line 2, id 'b': gt_image_mask as a list"),
     (B + '"gt_image_mask": [[0, 2]]}', "line 2, id 'b': gt_image_mask as a list"),
     (B + '"gt_image_mask": "m.png"}', "line 2, id 'b': gt_image_mask file not found"),
+    (B + '"region_features": [[1, ' + "9" * 400 + ']]}', "line 2, id 'b': region_features holds an integer too "
+                                                          "large for float32"),
 ])
 def test_a_malformed_row_fails_alone_naming_its_line_and_id(tmp_path, line, message):
     png(tmp_path / "ok.png", np.zeros((2, 2), np.uint8))
@@ -83,11 +86,13 @@ def test_a_malformed_row_fails_alone_naming_its_line_and_id(tmp_path, line, mess
     assert data[0]["text"] == data[2]["text"] == "fine"
 
 
-def test_a_corrupt_mask_image_is_a_row_error(tmp_path):
-    (tmp_path / "m.png").write_bytes(b"not a png")
+@pytest.mark.parametrize("content, reason", [(b"not a png", "UnidentifiedImageError"),
+                                             (misdeclared_chunk_png(), "SyntaxError")])
+def test_a_corrupt_mask_image_is_a_row_error(tmp_path, content, reason):
+    (tmp_path / "m.png").write_bytes(content)
     rows = [{"id": "a", "text": "t", "gt_image_mask": "m.png"}]
     data = JsonlDataset(write_jsonl(tmp_path / "d.jsonl", rows))
-    with pytest.raises(SampleError, match="line 1, id 'a': gt_image_mask cannot be decoded"):
+    with pytest.raises(SampleError, match=rf"line 1, id 'a': gt_image_mask cannot be decoded as an image \({reason}\)"):
         data[0]
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 import models
-from tasks.actors import error_line, plan_placement
+from tasks.actors import MAX_WORKERS_PER_CPU, error_line, plan_placement
 from tasks.shards import Shard, pending_shards, plan_shards
 
 
@@ -51,3 +51,33 @@ def test_error_line_keeps_the_message_of_the_error_behind():
                "models.errors.ModelLoadError: cannot load 'x'"
     assert error_line(RuntimeError(ray_text)) == "ModelLoadError: cannot load 'x'"
     assert error_line(ValueError("plain")) == "plain"
+
+
+def test_a_worker_count_the_cluster_cannot_hold_is_capped_and_says_why():
+    p = plan_placement([{"CPU": 2.0}], workers=50)  # was 50 processes each loading the model
+    assert p.workers == 2 * MAX_WORKERS_PER_CPU and "--workers 50 capped to 4" in p.describe()
+    gib = 2 ** 30
+    p = plan_placement([{"CPU": 16.0, "memory": 3 * gib}], workers=8, worker_bytes=1 * gib)
+    assert p.workers == 3 and "3.0 GiB of memory hold 3 workers" in p.note
+    assert plan_placement([{"CPU": 16.0, "memory": 3 * gib}], worker_bytes=gib).workers == 3  # the default too
+    assert plan_placement([{"CPU": 2.0}], workers=3).note == ""
+
+
+def test_only_what_can_succeed_on_a_second_try_is_retried():
+    from deltalake.exceptions import CommitFailedError
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from storage.datasets import DatasetError
+    from storage.store import StoreConflictError
+    from tasks.shard_task import is_transient
+
+    def raised_in_a_worker(err):
+        return RayTaskError("run_shard", "Traceback ...", err).as_instanceof_cause()
+
+    for transient in (ActorDiedError(), StoreConflictError("too many concurrent writers"),
+                      raised_in_a_worker(CommitFailedError("conflict")), raised_in_a_worker(ConnectionError("reset"))):
+        assert is_transient(transient), transient
+    for deterministic in (IndexError("list index out of range"), raised_in_a_worker(IndexError("x")),
+                          models.AttnAuditError("bad target"), raised_in_a_worker(DatasetError("bad file")),
+                          raised_in_a_worker(ValueError("bad config"))):
+        assert not is_transient(deterministic), deterministic

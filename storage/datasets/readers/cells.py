@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # Columns with a meaning; other columns are ignored, except unknown "gt_*" columns, which are refused so
 # that a misspelt ground-truth column cannot vanish unnoticed.
@@ -98,9 +98,12 @@ def number_matrix(value, column: str, width: int | None) -> np.ndarray:
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for r in rows for v in r):
         shape = f"(n, {width})" if width else "(n, d)"
         raise RowProblem(f"{column} must be a non-empty {shape} list of lists of numbers, got {_describe(value)}")
-    matrix = np.asarray(rows, dtype=np.float32)
+    try:
+        matrix = np.asarray(rows, dtype=np.float32)
+    except OverflowError:  # an integer beyond any float: JSON has no limit on digits
+        raise RowProblem(f"{column} holds an integer too large for float32") from None
     if not np.isfinite(matrix).all():
-        raise RowProblem(f"{column} contains NaN or infinite values")
+        raise RowProblem(f"{column} contains NaN or infinite values (or numbers beyond float32)")
     return matrix
 
 
@@ -130,8 +133,8 @@ def mask_value(value, base_dir: Path) -> np.ndarray:
     try:
         with Image.open(value if isinstance(value, Path) else io.BytesIO(value)) as img:
             return np.asarray(img.convert("L")) > 0
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise RowProblem(f"gt_image_mask cannot be decoded as an image: {err}") from None
+    except Exception as err:  # decoders fed arbitrary bytes raise OSError, DecompressionBombError, SyntaxError...
+        raise RowProblem(f"gt_image_mask cannot be decoded as an image ({type(err).__name__}): {err}") from None
 
 
 def _existing_file(value: str, base_dir: Path, column: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 
@@ -11,6 +12,7 @@ from storage.datasets.readers.cells import RowProblem
 from storage.datasets.readers.tabular import Row, TabularDataset
 
 _INTEGER = re.compile(r"-?\d+")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class CsvDataset(TabularDataset):
@@ -43,23 +45,38 @@ class CsvDataset(TabularDataset):
         return set(self._header), rows, labels
 
     def _read(self) -> tuple[list[str], list[list[str]], list[str]]:
-        cells, locations = [], []
+        rows = self._rows()
+        if not rows:
+            raise DatasetError(f"{self.path}: no header row")
+        header = [name.strip() for name in rows[0][1]]
+        return header, [cells for _, cells in rows[1:]], [f"line {line}" for line, _ in rows[1:]]
+
+    def _rows(self) -> list[tuple[int, list[str]]]:
+        """(the line it starts on, its cells) for each row that is not an empty line.
+
+        csv ends a quoted field that is never closed at the end of the file, without a word, with the rest of
+        the file inside it. A lone quote read after the last line tells: it closes such a field, else it is a
+        row of its own (the last one, on a line of its own)."""
+        rows: list[tuple[int, list[str]]] = []
         with open(self.path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(itertools.chain(handle, ['"']))
+            start = 1
             try:
-                header = [name.strip() for name in next(reader, [])]
-                next_line = reader.line_num + 1
-                for row in reader:
-                    if row:  # an empty line holds no row
-                        cells.append(row)
-                        locations.append(f"line {next_line}")
-                    next_line = reader.line_num + 1
+                for cells in reader:
+                    if cells:  # an empty line holds no row
+                        rows.append((start, cells))
+                    start = reader.line_num + 1
             except (csv.Error, UnicodeDecodeError) as err:
                 raise DatasetError(f"{self.path}: cannot read as UTF-8 CSV near line {reader.line_num + 1}: "
                                    f"{err}") from None
-        if not header:
-            raise DatasetError(f"{self.path}: no header row")
-        return header, cells, locations
+        last_start, last_cells = rows.pop()
+        if last_start != reader.line_num:
+            # The open cell runs from its quote to the file's last line (reader.line_num counts the probe's).
+            cell = last_cells[-1]
+            opened = reader.line_num - 1 - (len(_LINE_BREAK.findall(cell)) - cell.endswith(("\n", "\r")))
+            raise DatasetError(f"{self.path}: the quote opened on line {opened} is never closed, so the rest of "
+                               'the file would be one cell; close it (a quote inside a quoted cell is written "")')
+        return rows
 
     def _record(self, i: int) -> dict:
         cells = self._cells[i]  # rows with the wrong field count never get here (their Row has a problem)

@@ -17,8 +17,9 @@ class ImageFolderDataset(Dataset):
     sub-folders is read as unlabelled images. Ids are paths relative to PATH, in sorted order.
 
     Hidden files and folders (".name") are skipped; other files that are not images are skipped with a
-    warning that names them. Images are not decoded here (a corrupt image is the model's per-sample
-    error), but each file must still exist when its sample is read.
+    warning that names them. Links to folders are followed; a link that loops back is a DatasetError. Images
+    are not decoded here (a corrupt image is the model's per-sample error), but each file must still exist
+    when its sample is read.
     """
 
     modalities = ("image",)
@@ -31,7 +32,7 @@ class ImageFolderDataset(Dataset):
         self.name = self.root.name
         self._fingerprint: str | None = None
         classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not _hidden(p.name))
-        files = _visible_files(self.root, recursive=bool(classes))
+        files = _visible_files(self.root)
         loose = [f for f in files if f.parent == self.root and f.suffix.lower() in IMAGE_SUFFIXES]
         if classes and loose:
             raise DatasetError(f"{self.root} has both class folders {classes[:5]} and loose images "
@@ -72,10 +73,26 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _visible_files(root: Path, recursive: bool) -> list[Path]:
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    return sorted(p for p in candidates
-                  if p.is_file() and not any(_hidden(part) for part in p.relative_to(root).parts))
+def _visible_files(root: Path) -> list[Path]:
+    """Every file under root, sorted, hidden ones and those in hidden folders left out. Links to folders are
+    followed; a link to a folder it is inside of (a loop: the same images without end) is a DatasetError."""
+    files: list[Path] = []
+
+    def visit(folder: Path, inside: frozenset[Path]) -> None:
+        for entry in folder.iterdir():
+            if _hidden(entry.name):
+                continue
+            if entry.is_dir():
+                target = entry.resolve()
+                if target in inside:
+                    raise DatasetError(f"imagefolder {root}: {entry.relative_to(root).as_posix()} links to "
+                                       f"{target}, a folder it is inside of (a loop); remove or replace the link")
+                visit(entry, inside | {target})
+            elif entry.is_file():
+                files.append(entry)
+
+    visit(root, frozenset({root}))
+    return sorted(files)
 
 
 def _warn_skipped(root: Path, skipped: list[Path]) -> None:

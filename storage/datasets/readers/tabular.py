@@ -48,6 +48,7 @@ class TabularDataset(Dataset):
         self._check_columns()
         self.modalities = tuple(m for m in MODALITY_ORDER if m in self.columns)
         self.label_names = self._label_names(labels)
+        self._label_values = {v for v in labels if v is not None}
         _refuse_duplicates(self._rows, self.name)
 
     @abstractmethod
@@ -66,6 +67,9 @@ class TabularDataset(Dataset):
 
     def _sample_id(self, i: int) -> str:
         return self._rows[i].id
+
+    def label_values(self) -> set[int | str]:
+        return set(self._label_values)
 
     def _sample(self, i: int) -> dict:
         row = self._rows[i]
