@@ -32,7 +32,10 @@ import torch
 import torch.nn.functional as F
 
 ATTENTION_NAME = "attn_audit_fused"
-CHUNK_ELEMENTS = 1 << 18  # (B × heads × rows × n_key) floats recomputed at once: 1 MB of float32
+# (B × heads × rows × n_key) floats recomputed at once: about twice the layer's Q, so the chunks' temporaries grow
+# with the activations the pass keeps anyway; bounded below (small chunks cost Python and small matmuls: 1.5x
+# slower at 2^18 than 2^22 on BERT-base seq 512, batch 4, CPU) and above.
+CHUNK_ELEMENTS = (1 << 18, 1 << 22)
 FORWARD_STATS = ("mean",)
 BACKWARD_STATS = ("gradient_weighted", "gradcam")
 
@@ -101,15 +104,16 @@ def marker_record(tensor: torch.Tensor) -> LayerRecord | None:
     return recorder.record_of(tensor) if recorder is not None and tensor.device.type == "meta" else None
 
 
-def _chunks(b: int, h: int, nq: int, nk: int):
-    step = max(1, CHUNK_ELEMENTS // max(1, b * h * nk))
+def _chunks(b: int, h: int, nq: int, nk: int, d: int):
+    low, high = CHUNK_ELEMENTS
+    step = max(1, min(max(2 * b * h * nq * d, low), high) // max(1, b * h * nk))
     return [slice(lo, min(lo + step, nq)) for lo in range(0, nq, step)]
 
 
-def _scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, scaling: float, causal: bool,
+def _scores(q_scaled: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, causal: bool,
             rows: slice) -> torch.Tensor:
-    """Pre-softmax scores of query rows `rows`, float32, with the mask as sdpa applies it."""
-    s = (q[:, :, rows].float() @ k.float().transpose(-1, -2)) * scaling
+    """Pre-softmax scores of query rows `rows` (q already scaled, float32), with the mask as sdpa applies it."""
+    s = q_scaled[:, :, rows] @ k.transpose(-1, -2)
     if mask is not None:
         m = mask[..., rows, :] if mask.shape[-2] > 1 else mask
         s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.float()
@@ -126,8 +130,9 @@ class _FusedAttention(torch.autograd.Function):
         if "mean" in record.wanted:
             b, h, nq, nk = record.shape
             with torch.autocast(q.device.type, enabled=False):  # the statistics are float32 under autocast too
-                for rows in _chunks(b, h, nq, nk):
-                    a = _scores(q, k, mask, scaling, causal, rows).softmax(-1)
+                q_scaled, k32 = q.float() * scaling, k.float()
+                for rows in _chunks(b, h, nq, nk, q.shape[-1]):
+                    a = _scores(q_scaled, k32, mask, causal, rows).softmax(-1)
                     recorder.store(record, "mean", rows, a.mean(1))
         ctx.save_for_backward(q, k, v, out, mask)
         ctx.scaling, ctx.causal, ctx.record, ctx.recorder = scaling, causal, record, recorder
@@ -143,7 +148,7 @@ class _FusedAttention(torch.autograd.Function):
         q, k, v, out, mask = ctx.saved_tensors
         record, recorder, scaling = ctx.record, ctx.recorder, ctx.scaling
         b, h, nq, nk = record.shape
-        dout32, v32, k32 = dout.float(), v.float(), k.float()
+        dout32, v32, k32, q_scaled = dout.float(), v.float(), k.float(), q.float() * scaling
         delta = (dout32 * out.float()).sum(-1, keepdim=True)  # Σ_k A ∂y/∂A per row = dO · O
         dq = torch.empty(q.shape, dtype=torch.float32, device=q.device)
         dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
@@ -151,12 +156,13 @@ class _FusedAttention(torch.autograd.Function):
         head_weights = _gradcam_head_weights(dout32, v32, record) if "gradcam" in record.wanted else None
         rows_in = _propagating(recorder, record)  # readout rows this layer updates: v ← v + v Ā
         updates = {name: torch.zeros_like(v_row) for name, v_row in rows_in.items()}
-        for rows in _chunks(b, h, nq, nk):
-            a = _scores(q, k, mask, scaling, ctx.causal, rows).softmax(-1)
+        for rows in _chunks(b, h, nq, nk, q.shape[-1]):
+            a = _scores(q_scaled, k32, mask, ctx.causal, rows).softmax(-1)
             d_out = dout32[:, :, rows]
             da = d_out @ v32.transpose(-1, -2)  # ∂y/∂A of these rows
+            p = da.mul_(a)  # A ⊙ ∂y/∂A, in place: ∂y/∂A itself is not needed again
             if "gradient_weighted" in record.wanted or rows_in:
-                abar = (a * da).clamp_min(0).mean(1)
+                abar = p.clamp_min(0).mean(1)
                 if "gradient_weighted" in record.wanted:
                     recorder.store(record, "gradient_weighted", rows, abar)
                 for name, v_row in rows_in.items():
@@ -164,9 +170,9 @@ class _FusedAttention(torch.autograd.Function):
                     updates[name] += (weights.unsqueeze(1) @ abar).squeeze(1)
             if head_weights is not None:
                 recorder.store(record, "gradcam", rows, (head_weights[:, :, None, None] * a).mean(1).clamp_min(0))
-            ds = a * (da - delta[:, :, rows])
+            ds = p.sub_(a * delta[:, :, rows])  # A ⊙ (∂y/∂A − rowsum(A ⊙ ∂y/∂A)): ∂y/∂S
             dq[:, :, rows] = (ds @ k32) * scaling
-            dk += (ds.transpose(-1, -2) @ q[:, :, rows].float()) * scaling
+            dk += ds.transpose(-1, -2) @ q_scaled[:, :, rows]
             dv += a.transpose(-1, -2) @ d_out
         for name, v_row in rows_in.items():  # padding keys receive nothing
             recorder.rows[name][record.stream] = v_row + updates[name] * record.key_valid
