@@ -183,7 +183,7 @@ def _check_labels_and_target(model_ref: str, dataset, mapping: dict, target: str
     """Refuse, before any work, dataset labels the model has no class for and targets it cannot explain."""
     classes = checkpoint_class_names(model_ref)
     if classes is None:
-        if mapping:
+        if mapping and models.checkpoint_files(model_ref):  # a hub id's classes are known once loaded
             raise models.AttnAuditError(f"--label-map: {model_ref} predicts no single class a label could name")
         if target != "predicted" and models.checkpoint_files(model_ref):
             raise models.AttnAuditError(f"--target {target}: {model_ref} explains each of its own detections / "

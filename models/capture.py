@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from models.adapters.base import Adapter
+from models.adapters.multi_target import MultiTargetAdapter
 from models.batch import Batch
 from models.engine.events import Capture
 from models.engine.fused import BACKWARD_STATS, fused_capture
@@ -82,7 +83,8 @@ class CapturePlan:
 def capture_plan(m, methods) -> CapturePlan:
     """The pass the methods need on loaded model `m` (fused unless the model asks for eager or cannot)."""
     fused = m.capture == "fused" and m.adapter.supports_fused
-    rows = fused and m.adapter.pure_self_attention  # readout rows can be propagated during the backward
+    # readout rows can be propagated during a single-target backward (many-target passes run one per seed slot)
+    rows = fused and m.adapter.pure_self_attention and not isinstance(m.adapter, MultiTargetAdapter)
     return CapturePlan(fused, frozenset().union(*(x.needs_for(rows) for x in methods)))
 
 
@@ -174,6 +176,9 @@ def nonfinite_samples(logits: torch.Tensor, capture: Capture) -> dict[int, str]:
                 bad_grad |= bad(tensor)
             else:
                 bad_attn |= bad(tensor)
+    for rows in capture.propagated.values():  # readout rows propagated in a fused backward hold the gradient
+        for row in rows.values():
+            bad_grad |= bad(row)
     reasons = {}
     for i, (score, attn, grad) in enumerate(torch.stack([bad_score, bad_attn, bad_grad], 1).tolist()):
         if score:

@@ -99,9 +99,13 @@ class LabelMap:
     def _class_index(self, wanted: str | int) -> int | None:
         if isinstance(wanted, int) and not isinstance(wanted, bool):
             return wanted if 0 <= wanted < len(self.classes) else None
-        normed = [_norm(c) for c in self.classes]
         key = _norm(wanted)
-        return normed.index(key) if key in normed else None
+        found = [i for i, c in enumerate(self.classes) if _norm(c) == key]
+        if len(found) > 1:  # e.g. ImageNet's two "crane"s: a name cannot say which
+            indices = ", ".join(map(str, found))
+            raise LabelError(f"label {wanted!r} names {len(found)} of the model's classes ({indices}); give the "
+                             "class index, or map it with --label-map")
+        return found[0] if found else None
 
 
 def label_map_for(classes: Sequence[str] | None, dataset, mapping: dict | None) -> LabelMap | None:

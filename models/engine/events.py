@@ -73,7 +73,8 @@ class AttentionEvent:
         if not self.fused:
             return AttentionEvent(self.kind, self.query, self.key, self.block, self.attn[rows],
                                   None if self.grad is None else self.grad[slots, rows])
-        return AttentionEvent(self.kind, self.query, self.key, self.block, self.attn[rows],
+        marker = torch.zeros((), device="meta").expand(len(rows), *self.attn.shape[1:])  # no index on meta
+        return AttentionEvent(self.kind, self.query, self.key, self.block, marker,
                               record=self.record.per_target(rows, slots))
 
     def _stat(self, name: str) -> torch.Tensor:

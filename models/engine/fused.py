@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from models.errors import AttnAuditError
+
 ATTENTION_NAME = "attn_audit_fused"
 # (B × heads × rows × n_key) floats recomputed at once: about twice the layer's Q, so the chunks' temporaries grow
 # with the activations the pass keeps anyway; bounded below (small chunks cost Python and small matmuls: 1.5x
@@ -134,7 +136,7 @@ class _FusedAttention(torch.autograd.Function):
                 for rows in _chunks(b, h, nq, nk, q.shape[-1]):
                     a = _scores(q_scaled, k32, mask, causal, rows).softmax(-1)
                     recorder.store(record, "mean", rows, a.mean(1))
-        ctx.save_for_backward(q, k, v, out, mask)
+        ctx.save_for_backward(q, k, v, mask)
         ctx.scaling, ctx.causal, ctx.record, ctx.recorder = scaling, causal, record, recorder
         return out
 
@@ -145,11 +147,10 @@ class _FusedAttention(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, dout):
-        q, k, v, out, mask = ctx.saved_tensors
+        q, k, v, mask = ctx.saved_tensors
         record, recorder, scaling = ctx.record, ctx.recorder, ctx.scaling
         b, h, nq, nk = record.shape
         dout32, v32, k32, q_scaled = dout.float(), v.float(), k.float(), q.float() * scaling
-        delta = (dout32 * out.float()).sum(-1, keepdim=True)  # Σ_k A ∂y/∂A per row = dO · O
         dq = torch.empty(q.shape, dtype=torch.float32, device=q.device)
         dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
         dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
@@ -170,7 +171,8 @@ class _FusedAttention(torch.autograd.Function):
                     updates[name] += (weights.unsqueeze(1) @ abar).squeeze(1)
             if head_weights is not None:
                 recorder.store(record, "gradcam", rows, (head_weights[:, :, None, None] * a).mean(1).clamp_min(0))
-            ds = p.sub_(a * delta[:, :, rows])  # A ⊙ (∂y/∂A − rowsum(A ⊙ ∂y/∂A)): ∂y/∂S
+            delta = p.sum(-1, keepdim=True)  # rowsum(A ⊙ ∂y/∂A), exact for the recomputed A (= dO·O in exact maths)
+            ds = p.sub_(a * delta)  # A ⊙ (∂y/∂A − rowsum(A ⊙ ∂y/∂A)): ∂y/∂S
             dq[:, :, rows] = (ds @ k32) * scaling
             dk += ds.transpose(-1, -2) @ q_scaled[:, :, rows]
             dv += a.transpose(-1, -2) @ d_out
@@ -211,6 +213,10 @@ def fused_attention(module, query, key, value, attention_mask, dropout: float = 
     )
 
     recorder = _ACTIVE.get()
+    unsupported = [k for k in ("softcap", "sliding_window", "s_aux") if kwargs.get(k) is not None]
+    if recorder is not None and unsupported:
+        raise AttnAuditError(f"{type(module).__name__} uses {', '.join(unsupported)}, which the fused capture does "
+                             "not model; load it with capture='eager'")
     if recorder is None or (module.training and dropout > 0):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, position_bias=position_bias, **kwargs)

@@ -52,3 +52,10 @@ def test_label_map_from_json_text_or_file(tmp_path):
                          ("[1, 2]", "no such file")):
         with pytest.raises(LabelError, match=message):
             parse_label_map(bad)
+
+
+def test_a_name_two_classes_share_is_refused_not_guessed():
+    labels = LabelMap(("crane", "kite", "Crane"))  # ImageNet has two "crane"s (134 and 517)
+    with pytest.raises(LabelError, match="names 2 of the model's classes"):
+        labels.resolve("crane")
+    assert labels.resolve(2) == Label("Crane", 2)  # an index still says which
