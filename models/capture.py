@@ -89,13 +89,13 @@ def capture_plan(m, methods) -> CapturePlan:
 
 
 @contextmanager
-def capture_pass(adapter: Adapter, plan: CapturePlan, precision: str, slots: int = 0):
+def capture_pass(adapter: Adapter, plan: CapturePlan, precision: str):
     """The context of one capture forward: gradients on or off, the adapter's gradient path, autocast, and the
     fused attention function when the plan is fused. Yields its Recorder (None for eager)."""
     device = next(adapter.model.parameters()).device
     grad_ctx = gradient_path(adapter.model, adapter.gradient_roots(), adapter.gradient_root_parameters()) \
         if plan.with_gradients else nullcontext()
-    fused = fused_capture(adapter.attention_model, plan.needs, slots) if plan.fused else nullcontext()
+    fused = fused_capture(adapter.attention_model, plan.needs) if plan.fused else nullcontext()
     with torch.set_grad_enabled(plan.with_gradients), grad_ctx, autocast(device, precision), fused as recorder:
         yield recorder
 

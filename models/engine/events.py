@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models.engine.fused import LayerRecord, marker_record
+from models.engine.fused import LayerRecord, make_marker, marker_record
 from models.engine.rules import gradient_weighted, head_mean, masked_mean
 
 
@@ -73,7 +73,7 @@ class AttentionEvent:
         if not self.fused:
             return AttentionEvent(self.kind, self.query, self.key, self.block, self.attn[rows],
                                   None if self.grad is None else self.grad[slots, rows])
-        marker = torch.zeros((), device="meta").expand(len(rows), *self.attn.shape[1:])  # no index on meta
+        marker = make_marker((len(rows), *self.attn.shape[1:]))  # meta tensors take no device index
         return AttentionEvent(self.kind, self.query, self.key, self.block, marker,
                               record=self.record.per_target(rows, slots))
 

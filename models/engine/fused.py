@@ -67,19 +67,24 @@ class LayerRecord:
         return LayerRecord((len(rows), *self.shape[1:]), self.wanted, self.requires_grad, self.device, stats)
 
 
+def make_marker(shape) -> torch.Tensor:
+    """A zero-stride tensor of A's shape on the meta device: it stands for a layer's attention, holding nothing."""
+    return torch.zeros((), device="meta").expand(*shape)
+
+
 class Recorder:
     """The records of one capture pass, found again by their markers."""
 
-    def __init__(self, wanted: frozenset[str], slots: int = 0):
+    def __init__(self, wanted: frozenset[str]):
         self.wanted = wanted
-        self.slots = slots  # > 0: the backward runs once per seed slot (many targets per sample)
+        self.slots = 0  # > 0: the backward runs once per seed slot (many targets per sample; set by that driver)
         self.slot = 0
         # "row:S" -> stream -> (B, n) readout row, propagated through the layers from S on during the backward
         self.rows: dict[str, dict[str, torch.Tensor]] = {}
         self._by_marker: dict[int, tuple[torch.Tensor, LayerRecord]] = {}
 
     def add(self, record: LayerRecord) -> torch.Tensor:
-        marker = torch.zeros((), device="meta").expand(record.shape)
+        marker = make_marker(record.shape)
         self._by_marker[id(marker)] = (marker, record)  # the marker is kept alive: its id stays unique
         return marker
 
@@ -91,7 +96,7 @@ class Recorder:
         """Write rows of a statistic (allocated on first use; per slot in many-target passes)."""
         b, _, nq, nk = record.shape
         if name not in record.stats:
-            shape = (max(self.slots, 1), b, nq, nk) if self.slots and name in BACKWARD_STATS else (b, nq, nk)
+            shape = (self.slots, b, nq, nk) if self.slots and name in BACKWARD_STATS else (b, nq, nk)
             record.stats[name] = value.new_zeros(shape)
         target = record.stats[name][self.slot] if self.slots and name in BACKWARD_STATS else record.stats[name]
         target[:, rows] = value
@@ -243,11 +248,11 @@ def fused_attention(module, query, key, value, attention_mask, dropout: float = 
 
 
 @contextmanager
-def fused_capture(model: torch.nn.Module, wanted: frozenset[str], slots: int = 0):
+def fused_capture(model: torch.nn.Module, wanted: frozenset[str]):
     """Run `model`'s attention through `fused_attention` inside; the model's implementation and the global
     registration are restored on exit. Yields the Recorder."""
     previous = getattr(model.config, "_attn_implementation", None) or "eager"
-    recorder = Recorder(frozenset(wanted), slots)
+    recorder = Recorder(frozenset(wanted))
     with _registered():
         token = _ACTIVE.set(recorder)
         try:
