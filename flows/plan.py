@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models
-from models.classes import checkpoint_class_names
-from models.loading import CAPTURES
+from models.loading import CAPTURES, checkpoint_class_names
 from storage.datasets import open_dataset
 from storage.datasets.refs import FILE_SCHEMES
 from storage.store import (

@@ -103,6 +103,22 @@ def _checkpoint(ref: str) -> _Checkpoint:
                        head_spec.parent / HEAD_WEIGHTS)
 
 
+def checkpoint_class_names(ref: str) -> list[str] | None:
+    """The classes dataset labels are matched against (as `LoadedModel.class_names`), read from the checkpoint's
+    configuration without loading weights: `id2label` of a classifier, the labels of a pooling head; None for
+    models that predict no single class (detectors, generators, dual encoders) and for hub ids (their configuration
+    is only read when loading)."""
+    if checkpoint_files(ref) is None:
+        return None
+    c = _checkpoint(ref)
+    if c.head is not None:
+        return list(c.head["labels"])
+    if not adapter_class(c.model_class.__name__).predicts_class:
+        return None
+    id2label = getattr(c.config, "id2label", None) or {}
+    return [id2label[k] for k in sorted(id2label)] or None
+
+
 def check_checkpoint(ref: str, strict: bool = True) -> None:
     """Cheap checks before any worker loads `ref` (no weights are read): the folder and its config exist, the
     architecture is supported, every *.safetensors file is whole, and its tensor names and shapes are those

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from models import AttnAuditError
-from models.classes import checkpoint_class_names
+from models.loading import checkpoint_class_names
 from storage.store import RunInfo, Store
 from storage.tables import COMPARISONS
 from tasks.compare.maps import comparable, rank_correlation, top_k, top_k_overlap
