@@ -95,18 +95,13 @@ CONFIGS = {
         dict(image_size=224, patch_size=16, num_channels=3, hidden_size=768, num_hidden_layers=12,
              num_attention_heads=12, intermediate_size=3072, num_labels=1000),
         cpu=Defaults(8, 1, 1, 2), cuda=Defaults(128, 32, 2, 5)),
-    "bert-base-512": BenchConfig(
-        "bert-base-512", "bert", "BertForSequenceClassification BERT-base, seq 512, hidden 768, 12 layers, "
+    **{f"bert-base{suffix}": BenchConfig(
+        f"bert-base{suffix}", "bert", f"BertForSequenceClassification BERT-base, seq {seq}, hidden 768, 12 layers, "
         "12 heads, 2 labels",
         dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
              num_labels=2),
-        seq=512, cpu=Defaults(4, 1, 1, 2), cuda=Defaults(32, 8, 2, 5)),
-    "bert-base": BenchConfig(
-        "bert-base", "bert", "BertForSequenceClassification BERT-base, seq 128, hidden 768, 12 layers, "
-        "12 heads, 2 labels",
-        dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-             num_labels=2),
-        seq=128, cpu=Defaults(4, 1, 1, 2), cuda=Defaults(128, 32, 2, 5)),
+        seq=seq, cpu=Defaults(4, 1, 1, 2), cuda=cuda)
+       for suffix, seq, cuda in (("", 128, Defaults(128, 32, 2, 5)), ("-512", 512, Defaults(32, 8, 2, 5)))},
 }
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
