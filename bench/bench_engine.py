@@ -408,14 +408,15 @@ def print_table(cfg, timings, loop, batched, floor, diff, precision, info) -> No
 
 def profile(m, batch, device: torch.device, warmup: int, repeats: int) -> None:
     """Phase split of one explain call (internal API) and the profiler's top operators."""
-    from models.capture import capture_plan, run_capture
+    from models.capture import capture_plan
     from models.methods import finalize_rows, get_method
+    from models.run_capture import run_capture
 
     method = get_method("chefer2021")
     state = {}
 
     def capture():
-        state["result"] = run_capture(m.adapter, batch, None, capture_plan(m, [method]), m.precision)
+        state["result"] = run_capture(m.adapter, batch, capture_plan(m, [method]), m.precision)
 
     def attribute():
         state["rows"] = finalize_rows(method.attribute(state["result"].capture), state["result"].capture)
@@ -423,7 +424,7 @@ def profile(m, batch, device: torch.device, warmup: int, repeats: int) -> None:
     def to_maps():
         rows = {k: v.cpu().numpy() for k, v in state["rows"].items()}
         for i in range(batch.size):
-            m.adapter.maps(rows, batch, i)
+            m.adapter.maps({k: v[i] for k, v in rows.items()}, batch, i)
 
     print("\n   profile of batched chefer2021 (phases timed separately, median ms):")
     capture()

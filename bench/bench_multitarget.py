@@ -27,7 +27,7 @@ import transformers
 import models
 from models.capture import CapturePlan
 from models.images import PixelTransform
-from models.target_capture import run_target_capture
+from models.run_capture import run_capture
 from storage.datasets import open_dataset
 
 METHOD = models.methods.get_method("chefer2021")
@@ -36,14 +36,14 @@ CAPTION_TOKENS = 10
 
 def explain_rows(adapter, batch, slot=None):
     """chefer2021 rows from one pass for every target (slot None) or only each sample's `slot`-th target."""
-    select = adapter.select_targets
+    select = adapter.own_targets
 
     def chosen(b, logits):
         targets = select(b, logits)
         return targets if slot is None else targets.take((targets.slot == slot).nonzero().squeeze(1).tolist())
 
-    with mock.patch.object(adapter, "select_targets", chosen):
-        result = run_target_capture(adapter, batch, CapturePlan(False, METHOD.needs))
+    with mock.patch.object(adapter, "own_targets", chosen):
+        result = run_capture(adapter, batch, CapturePlan(False, METHOD.needs))
         METHOD.attribute(result.capture)
     return result.targets
 

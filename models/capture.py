@@ -1,4 +1,5 @@
-"""One forward and at most one backward pass over a batch: attention maps and their gradients.
+"""The context of a capture pass (models/run_capture.py): what it records, gradients, precision, the fused
+attention function, and the finiteness check of what it recorded.
 
 Stock Hugging Face models return their eager attention probabilities inside the autograd graph,
 so `torch.autograd.grad(Σ_b score_b, attentions)` gives every layer's ∂y_t/∂A for the whole batch
@@ -14,18 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from models.adapters.base import Adapter
-from models.adapters.multi_target import MultiTargetAdapter
-from models.batch import Batch
 from models.engine.events import Capture
 from models.engine.fused import BACKWARD_STATS, fused_capture
-
-
-@dataclass
-class CaptureResult:
-    logits: torch.Tensor  # (B, n_targets) score table, detached
-    targets: torch.Tensor  # (B,) long
-    capture: Capture
-    nonfinite: dict[int, str]  # batch position -> why that sample's maps cannot be trusted
 
 
 @contextmanager
@@ -83,8 +74,7 @@ class CapturePlan:
 def capture_plan(m, methods) -> CapturePlan:
     """The pass the methods need on loaded model `m` (fused unless the model asks for eager or cannot)."""
     fused = m.capture == "fused" and m.adapter.supports_fused
-    # readout rows can be propagated during a single-target backward (many-target passes run one per seed slot)
-    rows = fused and m.adapter.pure_self_attention and not isinstance(m.adapter, MultiTargetAdapter)
+    rows = fused and m.adapter.pure_self_attention  # readout rows can be propagated during the backward
     return CapturePlan(fused, frozenset().union(*(x.needs_for(rows) for x in methods)))
 
 
@@ -100,22 +90,20 @@ def capture_pass(adapter: Adapter, plan: CapturePlan, precision: str):
         yield recorder
 
 
-def prepare_backward(capture: Capture, recorder, needs: frozenset[str]) -> None:
+def prepare_backward(capture: Capture, needs: frozenset[str]) -> None:
     """What the fused layers need to know before the backward: which of their query / key tokens are real
     (Grad-CAM head weights, row propagation), and for readout rows propagated during the backward ("row:S"
-    needs, pure self-attention), each self-attention layer's stream and depth and the rows to start from."""
+    needs, pure self-attention), each self-attention layer's stream and depth (the driver sets the starting rows
+    of each seed slot on the recorder)."""
     for event in capture.events:
         if event.fused:
             event.record.query_valid, event.record.key_valid = capture.masks[event.query], capture.masks[event.key]
-    rows = sorted(n for n in needs if n.startswith("row:"))
-    if not rows:
+    if not any(n.startswith("row:") for n in needs):
         return
     for m in capture.masks:
         stream = capture.events_of(m, m)
         for i, event in enumerate(stream):
             event.record.stream, event.record.layer, event.record.layers = m, i, len(stream)
-    starts = {m: r.weights.float() for m, r in capture.readouts.items() if r.source == m}
-    recorder.rows = {name: dict(starts) for name in rows}
 
 
 def backward_through(adapter: Adapter, outputs: torch.Tensor, grad_outputs: torch.Tensor | None = None,
@@ -133,33 +121,8 @@ def backward_through(adapter: Adapter, outputs: torch.Tensor, grad_outputs: torc
         torch.autograd.backward(outputs, grad_outputs, retain_graph=retain_graph)
 
 
-def run_capture(adapter: Adapter, batch: Batch, targets: torch.Tensor | None, plan: CapturePlan,
-                precision: str = "float32") -> CaptureResult:
-    """Run the model; `targets` None (or a -1 entry) means the sample's predicted class."""
-    with capture_pass(adapter, plan, precision) as recorder:
-        logits, capture = adapter.run(batch)
-        logits = logits.float()
-        predicted = logits.argmax(-1)
-        chosen = predicted if targets is None else torch.where(targets.to(logits.device) >= 0,
-                                                                 targets.to(logits.device), predicted)
-        if plan.with_gradients:
-            scores = logits.gather(1, chosen[:, None]).squeeze(1)
-            if plan.fused:
-                prepare_backward(capture, recorder, plan.needs)
-                backward_through(adapter, scores.sum())
-                capture.propagated = recorder.rows
-            else:
-                attns = [e.attn for e in capture.events]
-                grads = torch.autograd.grad(scores.sum(), attns, allow_unused=True)
-                for event, grad in zip(capture.events, grads):
-                    event.grad = torch.zeros_like(event.attn) if grad is None else grad.detach()
-    for event in capture.events:
-        event.attn = event.attn.detach()
-    return CaptureResult(logits.detach(), chosen, capture, nonfinite_samples(logits, capture))
-
-
-def nonfinite_samples(logits: torch.Tensor, capture: Capture) -> dict[int, str]:
-    """Samples whose score, attention or gradient is NaN/inf; other samples are unaffected.
+def nonfinite_rows(scores: torch.Tensor, capture: Capture) -> dict[int, str]:
+    """Rows (targets) whose scores (R, ...), attention or gradient are NaN/inf; other rows are unaffected.
 
     One float32 sum per sample and tensor: NaN and ±inf survive a sum, and it is one pass instead
     of isfinite's several; a single host transfer at the end.
@@ -167,7 +130,7 @@ def nonfinite_samples(logits: torch.Tensor, capture: Capture) -> dict[int, str]:
     def bad(x: torch.Tensor) -> torch.Tensor:
         return ~torch.isfinite(x.sum(tuple(range(1, x.dim())), dtype=torch.float32))
 
-    bad_score = bad(logits)
+    bad_score = bad(scores)
     bad_attn = torch.zeros_like(bad_score)
     bad_grad = torch.zeros_like(bad_score)
     for event in capture.events:

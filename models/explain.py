@@ -8,13 +8,14 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from models.adapters.multi_target import MultiTargetAdapter
+from models.adapters.targets import Targets
 from models.batch import Batch
-from models.capture import capture_plan, run_capture
+from models.capture import capture_plan
 from models.errors import AttnAuditError, SampleError
-from models.explain_targets import explain_targets
 from models.explanation import Explanation
 from models.loaded import LoadedModel
 from models.methods import Method, finalize_rows, get_method
+from models.run_capture import CaptureResult, run_capture
 
 Target = int | Sequence[int | None] | None
 
@@ -66,7 +67,8 @@ def explain(m: LoadedModel, inputs: Batch | Mapping, method: str | Method | Sequ
     targets per sample (detectors, generators) one per (sample, target, method).
 
     Samples that failed preprocessing (collected in `inputs.failures`) or whose pass produced
-    NaN/inf come back with `error` set and no maps, so nothing is dropped silently.
+    NaN/inf come back with `error` set and no maps, so nothing is dropped silently. A sample without targets
+    (no detections) gets one map-less explanation per method carrying its note.
     """
     methods = [get_method(x) for x in ([method] if isinstance(method, str | Method) else method)]
     names = [x.spec for x in methods]
@@ -76,30 +78,43 @@ def explain(m: LoadedModel, inputs: Batch | Mapping, method: str | Method | Sequ
     if inputs.size == 0:
         return out
     batch = inputs.to(m.device)
-    if isinstance(m.adapter, MultiTargetAdapter):
-        if target is not None:
-            raise AttnAuditError(f"{m.adapter.family} models explain every target they produce (each detection / "
-                                 "generated token); leave target=None")
-        return out + explain_targets(m, batch, names, methods)
-    labels = m.label_names
-    targets = resolve_targets(target, batch, m.num_classes)
-    result = run_capture(m.adapter, batch, targets, capture_plan(m, methods), m.precision)
+    if target is not None and isinstance(m.adapter, MultiTargetAdapter):
+        raise AttnAuditError(f"{m.adapter.family} models explain every target they produce (each detection / "
+                             "generated token); leave target=None")
+    requested = resolve_targets(target, batch, m.num_classes)
+    result = run_capture(m.adapter, batch, capture_plan(m, methods), m.precision, requested)
+    return out + _explanations(m, batch, result, names, methods)
+
+
+def _explanations(m: LoadedModel, batch: Batch, result: CaptureResult, names: Sequence[str],
+                  methods: Sequence[Method]) -> list[Explanation]:
+    targets = result.targets
     rows = {name: {k: v.cpu().numpy() for k, v in finalize_rows(x.attribute(result.capture), result.capture).items()}
-            for name, x in zip(names, methods)}
-    probs = torch.softmax(result.logits, -1).cpu()
-    logits, chosen, predicted = result.logits.cpu(), result.targets.cpu().tolist(), result.logits.argmax(-1).tolist()
-    notes = batch.meta.get("notes") or [None] * batch.size  # e.g. a truncated text
+            for name, x in zip(names, methods)} if len(targets) else {}
+    scores, probs, owners = result.scores.cpu().tolist(), result.probabilities.cpu().tolist(), targets.sample.tolist()
+    notes = _notes(batch, targets)
+    out = []
     for i, sid in enumerate(batch.sample_ids):
-        t = chosen[i]
-        common = dict(target=t, target_label=labels[t] if labels else None, score=float(logits[i, t]),
-                      probability=float(probs[i, t]), prediction=predicted[i], note=notes[i],
-                      target_detail=json.dumps({"note": notes[i]}) if notes[i] else None)
-        for name in names:
-            if i in result.nonfinite:
-                out.append(Explanation(sid, name, error=result.nonfinite[i], error_stage="explain", **common))
-                continue
-            maps = m.adapter.maps(rows[name], batch, i)
-            out.append(Explanation(sid, name, relevance=maps.relevance, tokens=maps.tokens,
-                                   special=maps.special, **common))
+        note = notes.get(i)
+        own = [t for t, owner in enumerate(owners) if owner == i]
+        if not own:
+            out += [Explanation(sid, name, None, target_detail=json.dumps({"note": note}), note=note) for name in names]
+        for t in own:
+            detail = targets.details[t] | ({"note": note} if note else {})
+            common = dict(target=targets.index[t], target_label=targets.labels[t], score=scores[t],
+                          probability=probs[t], prediction=targets.predictions[t],
+                          target_detail=json.dumps(detail) if detail else None, note=note)
+            for name in names:
+                if t in result.nonfinite:
+                    out.append(Explanation(sid, name, error=result.nonfinite[t], error_stage="explain", **common))
+                    continue
+                maps = m.adapter.target_maps(rows[name], batch, targets, t)
+                out.append(Explanation(sid, name, relevance=maps.relevance, tokens=maps.tokens,
+                                       special=maps.special, **common))
     return out
 
+
+def _notes(batch: Batch, targets: Targets) -> dict[int, str]:
+    """Batch position -> note: the input's (e.g. a truncated text) and the targets' (no detections, length limit)."""
+    given = {i: note for i, note in enumerate(batch.meta.get("notes") or []) if note}
+    return {i: "; ".join(n for n in (given.get(i), targets.notes.get(i)) if n) for i in given.keys() | targets.notes}

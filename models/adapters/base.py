@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from models.adapters.targets import Targets
 from models.batch import Batch
 from models.engine.events import Capture
 from models.errors import UnsupportedModelError
@@ -60,8 +61,21 @@ class Adapter:
         """Forward pass: (score table (B, n_targets), capture with events, masks, readouts)."""
         raise NotImplementedError
 
-    def maps(self, rows: dict[str, np.ndarray], batch: Batch, i: int) -> SampleMaps:
+    def select_targets(self, batch: Batch, logits: torch.Tensor, capture: Capture,
+                       requested: torch.Tensor | None = None) -> Targets:
+        """What the pass explains, from the score table `logits` (detached): one class per sample, `requested[b]`
+        (None or -1: the predicted class), read at the capture's readout rows."""
+        predicted = logits.argmax(-1)
+        chosen = predicted if requested is None else torch.where(requested >= 0, requested, predicted)
+        return Targets.one_per_sample(chosen, predicted, capture.readouts, self.label_names)
+
+    def maps(self, row: dict[str, np.ndarray], batch: Batch, i: int) -> SampleMaps:
+        """The maps of one target of sample i from its readout row {modality: (n,)} (numpy)."""
         raise NotImplementedError
+
+    def target_maps(self, rows: dict[str, np.ndarray], batch: Batch, targets: Targets, t: int) -> SampleMaps:
+        """The maps of target t from readout rows {modality: (T, n)} (numpy)."""
+        return self.maps({k: v[t] for k, v in rows.items()}, batch, int(targets.sample[t]))
 
     @property
     def attention_model(self) -> torch.nn.Module:
@@ -93,10 +107,12 @@ class Adapter:
         or padding)."""
         raise UnsupportedModelError(f"perturbation tests are not available for {self.family} models")
 
-    def perturbed_logits(self, batch: Batch, rows: torch.Tensor, keep: torch.Tensor, modality: str,
-                         mode: str) -> torch.Tensor:
-        """Logits (R, n_classes) of sample `rows[r]` of `batch` with only the map positions `keep[r]` of
-        `modality` left (removable positions outside `keep` removed; the others always kept)."""
+    def perturbed_logits(self, batch: Batch, rows: torch.Tensor, keep: torch.Tensor, modality: str, mode: str,
+                         positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (R, n_classes) of sample `rows[r]` of `batch` with only the map positions `keep[r]` of `modality`
+        left (removable positions outside `keep` removed; the others always kept), read at score row
+        `positions[r]`: the target's query / decoder position (an explanation's `target`) for many-target models;
+        a classifier has one score row per sample (positions None)."""
         raise UnsupportedModelError(f"perturbation tests are not available for {self.family} models")
 
     @property

@@ -82,8 +82,8 @@ class ClipAdapter(Adapter):
                                           device=text_mask.device)}
         return out.logits_per_image.diagonal()[:, None], Capture(events, masks, readouts)
 
-    def maps(self, rows, batch, i):
+    def maps(self, row, batch, i):
         n = batch.meta["lengths"][i]
-        return SampleMaps({"image": rows["image"][i, 1:].reshape(self.grid, self.grid), "text": rows["text"][i, :n]},
+        return SampleMaps({"image": row["image"][1:].reshape(self.grid, self.grid), "text": row["text"][:n]},
                           {"text": batch.meta["tokens"][i]}, {"text": batch.meta["special"][i]})
 

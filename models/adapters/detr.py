@@ -11,7 +11,8 @@ import torch
 
 from models.adapters.base import SampleMaps
 from models.adapters.checkpoint import pixel_transform
-from models.adapters.multi_target import MultiTargetAdapter, Targets
+from models.adapters.multi_target import MultiTargetAdapter
+from models.adapters.targets import Targets
 from models.adapters.token_removal import black_out
 from models.adapters.vit import image_batch
 from models.engine.events import AttentionEvent, Capture, Readout
@@ -67,7 +68,7 @@ class DetrAdapter(MultiTargetAdapter):
                  "query": torch.ones(b, n_queries, dtype=torch.bool, device=device)}
         return out.logits, Capture(events, masks, {})
 
-    def select_targets(self, batch, logits):
+    def own_targets(self, batch, logits):
         """Queries whose best real class (no-object excluded) has probability > threshold."""
         n_queries, n_scores = logits.shape[1:]
         best, classes = torch.softmax(logits, -1)[..., :-1].max(-1)
@@ -86,8 +87,8 @@ class DetrAdapter(MultiTargetAdapter):
         return Targets(sample, query * n_scores + cls, {"image": readout}, query.tolist(),
                        [d["label"] for d in details], cls.tolist(), details, notes)
 
-    def target_maps(self, rows, batch, targets, t):
-        return SampleMaps({"image": rows["image"][t].reshape(batch.meta["grid"])})
+    def maps(self, row, batch, i):
+        return SampleMaps({"image": row["image"].reshape(batch.meta["grid"])})
 
     # -- perturbation: the pixels under an image-feature cell are blacked out ("zero"); dropping tokens from
     # DETR's encoder would shift the sine position embeddings of the others, so there is no "drop"

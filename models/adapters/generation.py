@@ -14,7 +14,8 @@ from typing import ClassVar
 import torch
 
 from models.adapters.base import SampleMaps
-from models.adapters.multi_target import MultiTargetAdapter, Targets
+from models.adapters.multi_target import MultiTargetAdapter
+from models.adapters.targets import Targets
 from models.engine.events import AttentionEvent, Capture, Readout
 from models.errors import UnsupportedModelError
 
@@ -89,7 +90,7 @@ class GenerationAdapter(MultiTargetAdapter):
         masks = {self.source: self.source_mask(batch, n_source), self.target: real}
         return out.logits, Capture(events, masks, {})
 
-    def select_targets(self, batch, logits):
+    def own_targets(self, batch, logits):
         """Every generated token that is not special (start, end, padding), in order."""
         generated, length = batch.meta["generated"], batch.meta["length"]
         special = torch.tensor(self.tokenizer.all_special_ids, device=generated.device)

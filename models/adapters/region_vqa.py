@@ -75,16 +75,16 @@ class RegionVqaAdapter(Adapter):
                      lengths=text.meta["lengths"], grids=[r.grid for r in kept], notes=text.meta["notes"])
 
     # -- reporting
-    def split_rows(self, rows: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
-        """Readout rows keyed by reported modality: (B, n_text) and (B, n_regions)."""
-        return rows
+    def split_row(self, row: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+        """A readout row keyed by reported modality: (n_text,) and (n_regions,)."""
+        return row
 
-    def maps(self, rows, batch, i):
-        rows = self.split_rows(rows, batch)
+    def maps(self, row, batch, i):
+        row = self.split_row(row, batch)
         n, k = batch.meta["lengths"][i], int(batch["region_mask"][i].sum())
-        image = rows["image"][i, :k]
+        image = row["image"][:k]
         grid = batch.meta["grids"][i]
-        return SampleMaps({"text": rows["text"][i, :n], "image": image.reshape(grid) if grid else image},
+        return SampleMaps({"text": row["text"][:n], "image": image.reshape(grid) if grid else image},
                           {"text": batch.meta["tokens"][i]}, {"text": batch.meta["special"][i]})
 
     # -- perturbation: question tokens or regions are dropped from the sequence, order kept
@@ -95,7 +95,7 @@ class RegionVqaAdapter(Adapter):
             raise UnsupportedModelError(f"{self.family} models have text and image tokens, not {modality!r}")
         return removable_text_tokens(batch)
 
-    def perturbed_logits(self, batch, rows, keep, modality, mode="drop"):
+    def perturbed_logits(self, batch, rows, keep, modality, mode="drop", positions=None):
         if mode != "drop":
             raise ValueError(f"{self.family} perturbation mode must be 'drop', got {mode!r}")
         inputs = {name: value[rows] for name, value in batch.items()}

@@ -40,9 +40,9 @@ class TextClassifierAdapter(Adapter):
         events = [AttentionEvent("self", "text", "text", layer, a) for layer, a in enumerate(out.attentions)]
         return out.logits, Capture(events, {"text": mask}, {"text": self.readout(mask)})
 
-    def maps(self, rows, batch, i):
+    def maps(self, row, batch, i):
         n = batch.meta["lengths"][i]
-        return SampleMaps({"text": rows["text"][i, :n]}, {"text": batch.meta["tokens"][i]},
+        return SampleMaps({"text": row["text"][:n]}, {"text": batch.meta["tokens"][i]},
                           {"text": batch.meta["special"][i]})
 
     # -- perturbation: tokens are dropped from input_ids / attention_mask, order kept
@@ -51,7 +51,7 @@ class TextClassifierAdapter(Adapter):
     def removable_tokens(self, batch, modality="text"):
         return removable_text_tokens(batch)
 
-    def perturbed_logits(self, batch, rows, keep, modality="text", mode="drop"):
+    def perturbed_logits(self, batch, rows, keep, modality="text", mode="drop", positions=None):
         if mode != "drop":
             raise ValueError(f"text perturbation mode must be 'drop', got {mode!r}")
         inputs = {name: value[rows] for name, value in batch.items()}

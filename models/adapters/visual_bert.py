@@ -40,6 +40,6 @@ class VisualBertVqaAdapter(RegionVqaAdapter):
                                 joint.shape[0], device=joint.device)
         return out.logits, Capture(events, {"joint": joint}, {"joint": readout})
 
-    def split_rows(self, rows, batch):
+    def split_row(self, row, batch):
         n_text = batch["attention_mask"].shape[1]
-        return {"text": rows["joint"][:, :n_text], "image": rows["joint"][:, n_text:]}
+        return {"text": row["joint"][:n_text], "image": row["joint"][n_text:]}

@@ -43,8 +43,8 @@ class ViTAdapter(Adapter):
             readout = Readout.token("image", 0, n, b, device=mask.device)
         return out.logits, Capture(events, {"image": mask}, {"image": readout})
 
-    def maps(self, rows, batch, i):
-        patches = rows["image"][i, self.n_special:]
+    def maps(self, row, batch, i):
+        patches = row["image"][self.n_special:]
         return SampleMaps({"image": patches.reshape(self.grid, self.grid)})
 
     # -- perturbation: "drop" removes patch tokens after the embeddings; "zero" blacks out their pixels
@@ -53,7 +53,7 @@ class ViTAdapter(Adapter):
     def removable_tokens(self, batch, modality="image"):
         return torch.ones(batch.size, self.grid * self.grid, dtype=torch.bool, device=batch["pixel_values"].device)
 
-    def perturbed_logits(self, batch, rows, keep, modality="image", mode="drop"):
+    def perturbed_logits(self, batch, rows, keep, modality="image", mode="drop", positions=None):
         pixels = batch["pixel_values"][rows]
         if mode == "zero":
             removed = ~keep.view(-1, self.grid, self.grid)

@@ -69,10 +69,11 @@ class AttentionEvent:
         return [(is_grad, t) for is_grad, t in held if t is not None and t.dim() == 4]
 
     def per_target(self, rows: torch.Tensor, slots: torch.Tensor) -> AttentionEvent:
-        """Row t: sample rows[t]'s attention with the gradient of seed slot slots[t] (many-target captures)."""
+        """Row t: sample rows[t]'s attention with the gradient of seed slot slots[t] (gradients per slot when the
+        pass had several)."""
         if not self.fused:
-            return AttentionEvent(self.kind, self.query, self.key, self.block, self.attn[rows],
-                                  None if self.grad is None else self.grad[slots, rows])
+            grad = None if self.grad is None else self.grad[slots, rows] if self.grad.dim() == 5 else self.grad[rows]
+            return AttentionEvent(self.kind, self.query, self.key, self.block, self.attn[rows], grad)
         marker = make_marker((len(rows), *self.attn.shape[1:]))  # meta tensors take no device index
         return AttentionEvent(self.kind, self.query, self.key, self.block, marker,
                               record=self.record.per_target(rows, slots))

@@ -139,9 +139,10 @@ def test_hooked_image_to_text_attention_is_the_one_the_model_uses():
     the map is in the model's computation, in that direction, at that layer."""
     m = tiny_bimodal.wrapped("lxmert")
     batch = m.preprocess(tiny_bimodal.samples(1))
-    from models.capture import CapturePlan, run_capture
+    from models.capture import CapturePlan
+    from models.run_capture import run_capture
 
-    result = run_capture(m.adapter, batch, None, CapturePlan(False, frozenset({"gradient_weighted"})))
+    result = run_capture(m.adapter, batch, CapturePlan(False, frozenset({"gradient_weighted"})))
     # the first layer's: the last layer's image stream never reaches the [CLS] readout
     event = [e for e in result.capture.events if (e.query, e.key) == ("image", "text")][0]
     assert event.attn.shape[-2:] == (4, batch["input_ids"].shape[1])
@@ -163,10 +164,10 @@ def test_hooked_image_to_text_attention_is_the_one_the_model_uses():
     handle = att.register_forward_hook(nudge, with_kwargs=True)
     try:
         with torch.no_grad():
-            nudged = m.adapter.forward(dict(batch)).question_answering_score[0, result.targets[0]]
+            nudged = m.adapter.forward(dict(batch)).question_answering_score[0, result.targets.predictions[0]]
     finally:
         handle.remove()
-    change = (float(nudged) - float(result.logits[0, result.targets[0]])) / eps
+    change = (float(nudged) - float(result.scores[0])) / eps
     assert change == pytest.approx(predicted, rel=0.05, abs=1e-4)
 
 

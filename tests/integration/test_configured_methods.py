@@ -12,8 +12,9 @@ import torch
 import models
 from flows.cli import _split_methods
 from flows.plan import AuditRequest, plan_run
-from models.capture import CapturePlan, run_capture
+from models.capture import CapturePlan
 from models.engine.rules import eye_like, rownorm
+from models.run_capture import run_capture
 from storage.datasets import open_dataset
 from storage.store import RunSpec, Store
 from tasks.explain_shard import explain_shard
@@ -35,7 +36,7 @@ def cls_row(matrix: torch.Tensor) -> np.ndarray:
 def test_start_layer_minus_one_is_the_last_layer_alone(vit):
     """chefer2021 with start_layer=-1: R = I + Ā_L (the authors' CLIP notebook); rollout: rownorm(Ā_L + I)."""
     m, batch = vit
-    capture = run_capture(m.adapter, batch, None, CapturePlan(False, frozenset({"gradient_weighted", "mean"}))).capture
+    capture = run_capture(m.adapter, batch, CapturePlan(False, frozenset({"gradient_weighted", "mean"}))).capture
     last = capture.events[-1]
     expected_chefer = cls_row(eye_like(last.attn) + last.gradient_weighted())
     expected_rollout = cls_row(rownorm(last.head_mean() + eye_like(last.attn)))

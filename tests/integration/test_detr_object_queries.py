@@ -9,14 +9,14 @@ import torch
 
 import models
 from models.capture import CapturePlan
-from models.target_capture import run_target_capture
+from models.run_capture import run_capture
 from storage.datasets import open_dataset
 
 
 def test_the_first_decoder_self_attention_gets_its_gradient_as_the_authors_code_does():
     m = models.load("builtin:fashion-detr", device="cpu")
     batch = m.preprocess([open_dataset("builtin:fashion-detect")[0]])
-    result = run_target_capture(m.adapter, batch, CapturePlan(False, frozenset({"gradient_weighted"})))
+    result = run_capture(m.adapter, batch, CapturePlan(False, frozenset({"gradient_weighted"})))
     query, cls = result.targets.index[0], result.targets.predictions[0]
     first_engine = next(e for e in result.capture.events if (e.query, e.key) == ("query", "query"))
 

@@ -112,10 +112,10 @@ def test_all_targets_in_one_pass_equal_one_target_per_pass(kind, monkeypatch):
     batch = m.preprocess(tiny_encdec.images(3, 40) if kind == "detr" else samples_of(kind))
     methods = models.available_methods()
     together = models.explain(m, batch, method=methods)
-    select = m.adapter.select_targets
+    select = m.adapter.own_targets
     n_targets = len(together) // len(methods)
     for t in range(n_targets):
-        monkeypatch.setattr(m.adapter, "select_targets", lambda b, logits, t=t: select(b, logits).take([t]))
+        monkeypatch.setattr(m.adapter, "own_targets", lambda b, logits, t=t: select(b, logits).take([t]))
         alone = [e for e in models.explain(m, batch, method=methods) if e.ok and e.target is not None]
         assert len(alone) == len(methods)
         for exp in alone:

@@ -12,8 +12,9 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
 import models
-from models.capture import CapturePlan, capture_plan, run_capture
+from models.capture import CapturePlan, capture_plan
 from models.engine.fused import ATTENTION_NAME
+from models.run_capture import run_capture
 from tests import tiny_bimodal, tiny_encdec, tiny_models
 from tests.tiny_models import bert_tokenizer
 
@@ -101,7 +102,7 @@ def test_the_fused_capture_keeps_no_per_head_maps():
     m = tiny_models.wrapped("bert")
     batch = m.preprocess(tiny_models.texts(4))
     plan = CapturePlan(True, frozenset({"gradient_weighted", "mean", "gradcam"}))
-    result = run_capture(m.adapter, batch, None, plan)
+    result = run_capture(m.adapter, batch, plan)
     b, n = batch["input_ids"].shape
     for event in result.capture.events:
         assert event.attn.device.type == "meta"  # a zero-stride marker: A's shape, no memory
@@ -128,7 +129,7 @@ def test_pure_self_attention_chefer_rows_propagate_in_the_backward_holding_no_ma
     specs = ["chefer2021", "chefer2021:start_layer=-1", "chefer2021:start_layer=1"]
     plan = capture_plan(m, [models.methods.get_method(s) for s in specs])
     assert plan.needs == {"row:0", "row:-1", "row:1"}
-    result = run_capture(m.adapter, batch, None, plan)
+    result = run_capture(m.adapter, batch, plan)
     assert all(not e.record.stats for e in result.capture.events)
     assert set(result.capture.propagated) == {"row:0", "row:-1", "row:1"}
     assert_same(models.explain(dataclasses.replace(m, capture="eager"), batch, specs),

@@ -74,10 +74,11 @@ def test_row_vector_path_equals_full_product():
     batch = m.preprocess(tiny_models.images(6))
     fast = models.explain(m, batch, method="chefer2021")
     chefer = models.methods.get_method("chefer2021")
-    from models.capture import CapturePlan, run_capture
+    from models.capture import CapturePlan
     from models.methods import finalize_rows
+    from models.run_capture import run_capture
 
-    result = run_capture(m.adapter, batch, None, CapturePlan(True, frozenset({"gradient_weighted"})))
+    result = run_capture(m.adapter, batch, CapturePlan(True, frozenset({"gradient_weighted"})))
     chefer.fast_path = False
     full = finalize_rows(chefer.attribute(result.capture), result.capture)["image"][:, 1:].numpy()
     np.testing.assert_allclose(np.stack([e.relevance["image"].ravel() for e in fast]), full, atol=1e-6)
