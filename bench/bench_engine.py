@@ -9,7 +9,8 @@ Prints, for one or more model configs (random-weight stock Hugging Face models, 
      (R = I; R += A_bar R; A_bar = mean_h((dA * A)^+)), readout row 0;
   2. batched chefer2021 through models.explain (preprocessing done once, outside the timing), with the
      default fused capture (models/engine/fused.py) and with the eager reference capture;
-  3. all registered methods in one models.explain call (one capture serves them all);
+  3. the five attention methods in one models.explain call (one capture serves them all); each LRP-family method
+     the model's family has, batched and as a per-sample loop of batch-1 models.explain calls;
   4. the cost floor of any gradient method: forward + backward with sdpa attention, frozen weights,
      the input embeddings requiring grad, logits[:, 0].sum().backward(); the same with eager
      attention; and forward only (sdpa, no_grad).
@@ -50,6 +51,8 @@ import transformers as T
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import models  # noqa: E402
+
+LRP_METHODS = ("transformer_attribution", "partial_lrp", "lrp", "attnlrp", "cp_lrp")
 
 # --------------------------------------------------------------------------------------------------
 # Configs
@@ -340,9 +343,16 @@ def run_config(cfg: BenchConfig, args, device: torch.device, workdir: Path) -> d
     eager_m = dataclasses.replace(m, capture="eager")
     eager_capture = add("batched chefer2021, eager capture (every layer's per-head maps)",
                         lambda: models.explain(eager_m, batch, method="chefer2021"), bs, bs)
-    methods = models.available_methods()
+    methods = models.default_methods()
     add(f"batched, all {len(methods)} methods in one explain call",
         lambda: models.explain(m, batch, method=methods), bs, bs)
+    lrp = {}
+    singles = [m.preprocess([x]).to(device) for x in samples[:loop_n]]
+    for name in [x for x in LRP_METHODS if x in models.methods_for_family(m.adapter.family)]:
+        together = add(f"batched {name}", lambda name=name: models.explain(m, batch, method=name), bs, bs)
+        alone = add(f"{name}, per-sample loop (models.explain, batch 1)",
+                    lambda name=name: [models.explain(m, x, method=name) for x in singles], 1, loop_n)
+        lrp[name] = {"batched": together, "per_sample": alone}
     add("forward + backward, eager attention (frozen weights)",
         forward_backward(eager, inputs, device, precision), bs, bs)
     floor = add("forward + backward, sdpa (floor of any gradient method)",
@@ -355,6 +365,9 @@ def run_config(cfg: BenchConfig, args, device: torch.device, workdir: Path) -> d
     info = machine(device)
     print_table(cfg, timings, loop, batched, floor, diff, precision, info)
     print(f"   fused / eager capture                : {batched.per_second / eager_capture.per_second:6.2f}x")
+    for name, t in lrp.items():
+        print(f"   {name:<23}: {t['batched'].per_second / floor.per_second:5.2f}x the floor, batched "
+              f"{t['batched'].per_second / t['per_sample'].per_second:5.2f}x its per-sample loop")
     if args.profile:
         profile(m, batch, device, warmup=max(warmup, 1), repeats=repeats)
     result = {
@@ -367,6 +380,10 @@ def run_config(cfg: BenchConfig, args, device: torch.device, workdir: Path) -> d
                    "fused_over_eager": batched.per_second / eager_capture.per_second,
                    "batched_over_fwd_bwd_floor": batched.per_second / floor.per_second},
         "max_abs_diff_sample0": diff,
+        "lrp": {name: {"samples_per_s": t["batched"].per_second,
+                       "batched_over_fwd_bwd_floor": t["batched"].per_second / floor.per_second,
+                       "batched_over_per_sample": t["batched"].per_second / t["per_sample"].per_second}
+                for name, t in lrp.items()},
     }
     del sdpa, eager
     return result

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -80,7 +82,10 @@ def measure(case: str, tokens: int, heads: int, args) -> int:
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import bench_memory as b; "
             f"print(json.dumps(b.one_case({case!r}, {tokens}, {heads}, {args.hidden}, {args.layers}, "
             f"{args.device!r})))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    # tensors above 64 kB come from mmap and go back on free, so the peak RSS follows the live tensors instead of
+    # what glibc's arenas kept (without it the same case varies by ±40% between runs)
+    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     if done.returncode:
         raise RuntimeError(f"{case} at {tokens} tokens failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])["bytes"]
@@ -93,19 +98,21 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3, help="fresh processes per case; the median is printed")
     p.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     p.add_argument("--smoke", action="store_true", help="64 and 128 tokens, hidden 32: seconds")
     args = p.parse_args(argv)
     if args.smoke:
-        args.tokens, args.hidden, args.layers = [64, 128], 32, 2
+        args.tokens, args.hidden, args.layers, args.repeats = [64, 128], 32, 2, 1
     rows = []
     print(f"BERT-shaped, hidden {args.hidden}, {args.layers} layers, batch 1, chefer2021, {args.device}; "
-          "MB the pass adds at its peak")
+          f"MB the pass adds at its peak, median of {args.repeats} processes")
     print(f"{'tokens':>7} {'heads':>5} " + " ".join(f"{c:>9}" for c in CASES) + f" {'fused÷floor':>12} "
           f"{'eager÷floor':>12}")
     for heads in args.heads:
         for tokens in args.tokens:
-            got = {case: measure(case, tokens, heads, args) for case in CASES}
+            got = {case: statistics.median(measure(case, tokens, heads, args) for _ in range(args.repeats))
+                   for case in CASES}
             mb = {case: got[case] / 2 ** 20 for case in CASES}
             floor = max(mb["floor"], 1e-9)
             print(f"{tokens:>7} {heads:>5} " + " ".join(f"{mb[c]:>9.1f}" for c in CASES) +

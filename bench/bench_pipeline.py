@@ -148,7 +148,7 @@ def main() -> None:
     from tasks.actors import plan_placement
     from tasks.shards import auto_shard_size, max_shards
 
-    methods = models.available_methods()
+    methods = models.default_methods()
     placement = plan_placement([{"CPU": float(_cpu_count())}],  # what the audit will use
                                max_workers=max_shards(args.samples, args.shard_size))
     workers, threads = placement.workers, placement.threads

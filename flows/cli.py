@@ -113,9 +113,10 @@ server and Ray cluster. Rerunning the same command resumes: committed shards are
 
 
 RUN_COMMANDS = {  # name: (help, description, default methods)
-    "audit": ("explain a dataset with every method, then run the evaluation jobs",
-              "The main job: explain a dataset into the store (as `explain` does, default: every method), then "
-              "run the downstream jobs over the stored run (evaluation, report) and print a summary.", None),
+    "audit": ("explain a dataset with the attention methods (or those named), then run the evaluation jobs",
+              "The main job: explain a dataset into the store (as `explain` does, default: the attention "
+              "methods), then run the downstream jobs over the stored run (evaluation, report) and print a "
+              "summary.", None),
     "explain": ("compute relevancy maps for a dataset into the explanation store",
                 "Compute relevancy maps for every sample of a dataset. Writes a run into the store at --store: "
                 "explanations (long format: one row per sample × method × modality), predictions and errors, one "
@@ -127,9 +128,9 @@ def _add_run_commands(sub) -> None:
     for name, (help_text, description, methods) in RUN_COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=description, epilog=RUN_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        _add_run_options(p, ", ".join(methods) if methods else "every method")
+        _add_run_options(p, ", ".join(methods) if methods else "the attention methods (the LRP family by name)")
         p.set_defaults(handler=functools.partial(_run, kind=name),
-                       default_methods=methods or models.available_methods())
+                       default_methods=methods or models.default_methods())
 
 
 def _run(args, kind: str) -> int:
@@ -210,11 +211,14 @@ def _first_line(err: BaseException) -> str:
 
 def _methods(_args) -> int:
     table = Table(title="relevancy methods (parameters: --method NAME:KEY=VALUE[,KEY=VALUE])")
-    for col in ("name", "gradients", "what it computes", "parameters"):
+    for col in ("name", "gradients", "families", "what it computes", "parameters"):
         table.add_column(col)
     for name, grads, description, params in models.method_info():
-        given = "\n".join(f"{k}: {p.kind.__name__}, default {p.default!r} — {p.help}" for k, p in params.items())
-        table.add_row(name, "yes" if grads else "no", description, given or "—")
+        given = "\n".join(f"{k}: {' | '.join(map(str, p.choices)) if p.choices else p.kind.__name__}, default "
+                          f"{p.default!r} — {p.help}" for k, p in params.items())
+        families = models.methods.get_method(name).families
+        table.add_row(name, "yes" if grads else "no", ", ".join(sorted(families)) if families else "all", description,
+                      given or "—")
     console.print(table)
     return 0
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models
-from models.loading import CAPTURES, checkpoint_class_names
+from models.loading import CAPTURES, checkpoint_class_names, checkpoint_family
 from storage.datasets import open_dataset
 from storage.datasets.refs import FILE_SCHEMES
 from storage.store import (
@@ -130,6 +130,9 @@ def plan_run(request: AuditRequest) -> RunPlan:
     mapping = parse_label_map(r.label_map)
     model_ref = _absolute_model_ref(r.model)
     models.check_checkpoint(model_ref)  # a missing folder, damaged file or mismatched weights fail here
+    family = checkpoint_family(model_ref)
+    for x in methods if family else ():  # e.g. an LRP method on a detector
+        models.methods.check_family(models.methods.get_method(x), family)
     fingerprint = model_fingerprint(model_ref)
     try:
         store = Store.open(r.store, create=True, storage_options=r.storage_options)

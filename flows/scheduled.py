@@ -45,7 +45,7 @@ def scheduled_audit(model: str, data: str, store: str = "out/store", methods: li
     from flows.plan import AuditRequest
 
     options = {"batch_size": batch_size} if batch_size is not None else {}
-    request = AuditRequest(model=model, data=data, methods=methods or models.available_methods(), store=store,
+    request = AuditRequest(model=model, data=data, methods=methods or models.default_methods(), store=store,
                            target=target, shard_size=shard_size, limit=limit, force=force, workers=workers,
                            gpus_per_worker=gpus_per_worker, device=device, precision=precision, truncate=truncate,
                            **options)

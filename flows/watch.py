@@ -110,7 +110,7 @@ def _request(ref: str, store: Store, baseline: dict | None, first: dict, compute
     from flows.plan import AuditRequest
 
     if baseline is None:
-        return AuditRequest(model=ref, data=first["data"], methods=first["methods"] or models.available_methods(),
+        return AuditRequest(model=ref, data=first["data"], methods=first["methods"] or models.default_methods(),
                             store=store.uri, limit=first["limit"], **compute)
     config = store.run(baseline["run_id"]).config_dict
     return AuditRequest(model=ref, data=baseline["dataset_ref"], methods=first["methods"] or list(baseline["methods"]),

@@ -12,10 +12,10 @@ from models.explain import explain
 from models.explanation import Explanation
 from models.loaded import LoadedModel
 from models.loading import check_checkpoint, checkpoint_files, load, wrap
-from models.methods import available_methods, method, method_info
+from models.methods import available_methods, default_methods, method, method_info, methods_for_family
 
 __all__ = [
     "AttnAuditError", "Explanation", "LoadedModel", "ModelLoadError", "SampleError", "UnsafeCheckpointError",
-    "UnsupportedModelError", "available_methods", "check_checkpoint", "checkpoint_files", "explain", "load",
-    "method", "method_info", "wrap",
+    "UnsupportedModelError", "available_methods", "check_checkpoint", "checkpoint_files", "default_methods", "explain",
+    "load", "method", "method_info", "methods_for_family", "wrap",
 ]

@@ -23,6 +23,12 @@ class Batch(dict):
         moved = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()}
         return Batch(moved, self.sample_ids, self.failures, **self.meta)
 
+    def floats_as(self, dtype) -> Batch:
+        """The batch with its floating-point tensors (pixels, region features) in `dtype`."""
+        cast = {k: v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v
+                for k, v in self.items()}
+        return Batch(cast, self.sample_ids, self.failures, **self.meta)
+
     def given_positions(self) -> list[int] | None:
         """The position of each kept sample among all samples given to preprocess (failed ones included);
         None when a failure does not say where it was."""

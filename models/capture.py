@@ -17,6 +17,9 @@ import torch
 from models.adapters.base import Adapter
 from models.engine.events import Capture
 from models.engine.fused import BACKWARD_STATS, fused_capture
+from models.methods.registry import check_family
+
+MODIFIED_RULES = ("attnlrp", "cp_lrp")  # passes of their own under modified-gradient rules (models/lrp/passes.py)
 
 
 @contextmanager
@@ -68,14 +71,48 @@ class CapturePlan:
 
     @property
     def with_gradients(self) -> bool:
-        return any(n in BACKWARD_STATS or n.startswith("row:") for n in self.needs)
+        return any(n in BACKWARD_STATS or n.startswith("row:") or n == "attention_gradient" for n in self.needs)
+
+    @property
+    def lrp_needs(self) -> list[str]:
+        """The Chefer-rule reverse passes ("lrp:RULES:DTYPE") to run over this eager pass's recorded tensors."""
+        return sorted(n for n in self.needs if n.startswith("lrp:"))
+
+    @property
+    def modified(self) -> str | None:
+        """The need ("attnlrp:DTYPE" / "cp_lrp:DTYPE") of a pass under modified-gradient rules, else None."""
+        return next((n for n in self.needs if n.split(":")[0] in MODIFIED_RULES), None)
 
 
 def capture_plan(m, methods) -> CapturePlan:
-    """The pass the methods need on loaded model `m` (fused unless the model asks for eager or cannot)."""
+    """The pass the attention methods need on loaded model `m` (fused unless the model asks for eager or cannot)."""
     fused = m.capture == "fused" and m.adapter.supports_fused
     rows = fused and m.adapter.pure_self_attention  # readout rows can be propagated during the backward
     return CapturePlan(fused, frozenset().union(*(x.needs_for(rows) for x in methods)))
+
+
+def capture_plans(m, methods) -> list[tuple[CapturePlan, list]]:
+    """As few passes as the methods' needs allow, the pass that chooses the targets first: the attention methods'
+    (fused or eager); the LRP family's recorded eager pass (the attention methods join it when theirs would be
+    eager too); one pass per modified-gradient rule. A family a method does not run on is refused here."""
+    for x in methods:
+        check_family(x, m.adapter.family)
+    modified = [x for x in methods if x.needs & set(MODIFIED_RULES)]
+    recorded = [x for x in methods if x not in modified and any(n.startswith("lrp:") for n in x.needs)]
+    plain = [x for x in methods if x not in modified and x not in recorded]
+    main = capture_plan(m, plain)
+    plans = []
+    if plain and (main.fused or not recorded) or not recorded:
+        plans.append((main, plain))
+    if recorded:  # a float64 pass is a check of its own: the attention methods keep their pass
+        wide = any(x.config.get("dtype") == "float64" for x in recorded)
+        if plain and not plans and wide:
+            plans.append((main, plain))
+        joined = recorded if plans else recorded + plain
+        plans.append((CapturePlan(False, frozenset().union(*(x.needs_for(False) for x in joined))), joined))
+    for need in sorted({x.need for x in modified}):
+        plans.append((CapturePlan(False, frozenset({need})), [x for x in modified if x.need == need]))
+    return plans
 
 
 @contextmanager

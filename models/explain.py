@@ -10,10 +10,11 @@ import torch
 from models.adapters.multi_target import MultiTargetAdapter
 from models.adapters.targets import Targets
 from models.batch import Batch
-from models.capture import capture_plan
+from models.capture import capture_plans
 from models.errors import AttnAuditError, SampleError
 from models.explanation import Explanation
 from models.loaded import LoadedModel
+from models.lrp.passes import modified_pass
 from models.methods import Method, finalize_rows, get_method
 from models.run_capture import CaptureResult, run_capture
 
@@ -82,15 +83,39 @@ def explain(m: LoadedModel, inputs: Batch | Mapping, method: str | Method | Sequ
         raise AttnAuditError(f"{m.adapter.family} models explain every target they produce (each detection / "
                              "generated token); leave target=None")
     requested = resolve_targets(target, batch, m.num_classes)
-    result = run_capture(m.adapter, batch, capture_plan(m, methods), m.precision, requested)
-    return out + _explanations(m, batch, result, names, methods)
+    result, maps = _run_passes(m, batch, methods, requested)
+    return out + _explanations(m, batch, result, names, maps)
+
+
+def _run_passes(m: LoadedModel, batch: Batch, methods: Sequence[Method], requested: torch.Tensor | None):
+    """(the first pass's result, which chose the targets; {method spec: (rows as numpy, notes by row)}): every
+    pass of the plan (models/capture.py: capture_plans) for the same targets."""
+    first, maps = None, {}
+    for plan, group in capture_plans(m, methods):  # the first is never a modified-gradient pass: it picks targets
+        if plan.modified:
+            first.capture.lrp[plan.modified] = modified_pass(m.adapter, batch, first.targets, plan.modified,
+                                                             m.precision)
+            result = first
+        else:
+            again = None if first is None else torch.as_tensor(first.targets.index, dtype=torch.long)
+            result = run_capture(m.adapter, batch, plan, m.precision, requested if first is None else again)
+            first = first or result
+        for x in group:
+            rows = finalize_rows(x.attribute(result.capture), result.capture)
+            notes = x.notes(result.capture) if len(first.targets) else {}
+            notes |= {t: f"{x.spec}: non-finite relevance" for t in _nonfinite(rows)}
+            maps[x.spec] = ({k: v.cpu().numpy() for k, v in rows.items()}, notes)
+    return first, maps
+
+
+def _nonfinite(rows: dict[str, torch.Tensor]) -> list[int]:
+    bad = sum(~torch.isfinite(r).all(-1) for r in rows.values())
+    return torch.nonzero(bad).flatten().tolist() if isinstance(bad, torch.Tensor) else []
 
 
 def _explanations(m: LoadedModel, batch: Batch, result: CaptureResult, names: Sequence[str],
-                  methods: Sequence[Method]) -> list[Explanation]:
+                  maps: dict[str, tuple[dict, dict[int, str]]]) -> list[Explanation]:
     targets = result.targets
-    rows = {name: {k: v.cpu().numpy() for k, v in finalize_rows(x.attribute(result.capture), result.capture).items()}
-            for name, x in zip(names, methods)} if len(targets) else {}
     scores, probs, owners = result.scores.cpu().tolist(), result.probabilities.cpu().tolist(), targets.sample.tolist()
     notes = _notes(batch, targets)
     out = []
@@ -103,14 +128,21 @@ def _explanations(m: LoadedModel, batch: Batch, result: CaptureResult, names: Se
             detail = targets.details[t] | ({"note": note} if note else {})
             common = dict(target=targets.index[t], target_label=targets.labels[t], score=scores[t],
                           probability=probs[t], prediction=targets.predictions[t],
-                          target_detail=json.dumps(detail) if detail else None, note=note)
+                          target_detail=json.dumps(detail) if detail else None)
             for name in names:
+                rows, method_notes = maps[name]
                 if t in result.nonfinite:
-                    out.append(Explanation(sid, name, error=result.nonfinite[t], error_stage="explain", **common))
+                    out.append(Explanation(sid, name, error=result.nonfinite[t], error_stage="explain", note=note,
+                                           **common))
                     continue
-                maps = m.adapter.target_maps(rows[name], batch, targets, t)
-                out.append(Explanation(sid, name, relevance=maps.relevance, tokens=maps.tokens,
-                                       special=maps.special, **common))
+                shown = "; ".join(n for n in (note, method_notes.get(t)) if n) or None
+                if method_notes.get(t, "").endswith("non-finite relevance"):
+                    out.append(Explanation(sid, name, error=method_notes[t], error_stage="explain", note=note,
+                                           **common))
+                    continue
+                sample_maps = m.adapter.target_maps(rows, batch, targets, t)
+                out.append(Explanation(sid, name, relevance=sample_maps.relevance, tokens=sample_maps.tokens,
+                                       special=sample_maps.special, note=shown, **common))
     return out
 
 

@@ -119,6 +119,15 @@ def checkpoint_class_names(ref: str) -> list[str] | None:
     return [id2label[k] for k in sorted(id2label)] or None
 
 
+def checkpoint_family(ref: str) -> str | None:
+    """The adapter family of a checkpoint (which methods run on it), from its configuration without loading
+    weights; None for hub ids."""
+    if checkpoint_files(ref) is None:
+        return None
+    c = _checkpoint(ref)
+    return adapter_class("MeanPoolingClassifier" if c.head is not None else c.model_class.__name__).family
+
+
 def check_checkpoint(ref: str, strict: bool = True) -> None:
     """Cheap checks before any worker loads `ref` (no weights are read): the folder and its config exist, the
     architecture is supported, every *.safetensors file is whole, and its tensor names and shapes are those

@@ -11,6 +11,7 @@ target — attention of its sample, gradient of its own score — so the relevan
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,8 @@ from models.adapters.targets import Targets
 from models.batch import Batch
 from models.capture import CapturePlan, backward_through, capture_pass, nonfinite_rows, prepare_backward
 from models.engine.events import Capture
+from models.lrp.passes import promoted, relevance_of_record
+from models.lrp.record import record
 
 
 @dataclass
@@ -34,8 +37,11 @@ class CaptureResult:
 def run_capture(adapter: Adapter, batch: Batch, plan: CapturePlan, precision: str = "float32",
                 requested: torch.Tensor | None = None) -> CaptureResult:
     """`requested` (B,) classes for a classifier's samples (-1: the predicted class); None: all predicted."""
-    with capture_pass(adapter, plan, precision) as recorder:
-        logits, capture = adapter.run(batch)
+    wide = any(need.endswith(":float64") for need in plan.lrp_needs)  # the whole recorded pass in float64
+    with promoted(adapter.model, torch.float64 if wide else torch.float32), \
+            capture_pass(adapter, plan, "float32" if wide else precision) as recorder, \
+            (record(adapter.model) if plan.lrp_needs else nullcontext()) as recorded:
+        logits, capture = adapter.run(batch.floats_as(torch.float64) if wide else batch)
         logits = logits.float()
         targets = adapter.select_targets(batch, logits.detach(), capture,
                                          None if requested is None else requested.to(logits.device))
@@ -44,6 +50,8 @@ def run_capture(adapter: Adapter, batch: Batch, plan: CapturePlan, precision: st
             _fused_gradients(adapter, recorder, scores, capture, targets, plan)
         elif plan.with_gradients:
             _eager_gradients(scores, capture, targets)
+    for need in plan.lrp_needs:  # the Chefer-rule reverse passes over the tensors the forward recorded
+        capture.lrp[need] = relevance_of_record(recorded, adapter, targets, need)
     for event in capture.events:
         event.attn = event.attn.detach()
     probabilities = torch.softmax(logits.detach(), -1).flatten(1)[targets.sample, targets.score_index]
@@ -108,7 +116,7 @@ def per_target_capture(capture: Capture, targets: Targets) -> Capture:
     """Row t = sample targets.sample[t]'s attention with target t's own gradient and readout."""
     b = next(iter(capture.masks.values())).shape[0]
     if targets.is_one_per_sample(b):  # a classifier: the capture is already laid out per target
-        return Capture(capture.events, capture.masks, targets.readouts, capture.propagated)
+        return Capture(capture.events, capture.masks, targets.readouts, capture.propagated, capture.lrp)
     rows, slots = targets.sample, targets.slot
     events = [e.per_target(rows, slots) for e in capture.events]
     masks = {m: mask[rows] for m, mask in capture.masks.items()}

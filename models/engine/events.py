@@ -122,6 +122,9 @@ class Capture:
     # Readout rows a fused capture propagated during its backward: "row:S" -> modality -> (B, n) (pure
     # self-attention, chefer2021 from layer S; models/engine/fused.py)
     propagated: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # What the LRP family's passes computed (models/lrp), by need: "lrp:ours:float32" -> relprop's Relevance,
+    # "attnlrp:float32" -> modality -> (B, n) token relevance
+    lrp: dict[str, object] = field(default_factory=dict)
 
     def events_of(self, query: str, key: str) -> list[AttentionEvent]:
         return [e for e in self.events if e.query == query and e.key == key]

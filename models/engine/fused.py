@@ -23,7 +23,6 @@ events unchanged, and `AttentionEvent` finds the layer's record through the mark
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from models.engine.attention_registry import attention_function
 from models.errors import AttnAuditError
 
 ATTENTION_NAME = "attn_audit_fused"
@@ -176,11 +176,11 @@ class _FusedAttention(torch.autograd.Function):
                     updates[name] += (weights.unsqueeze(1) @ abar).squeeze(1)
             if head_weights is not None:
                 recorder.store(record, "gradcam", rows, (head_weights[:, :, None, None] * a).mean(1).clamp_min(0))
+            dv += a.transpose(-1, -2) @ d_out
             delta = p.sum(-1, keepdim=True)  # rowsum(A ⊙ ∂y/∂A), exact for the recomputed A (= dO·O in exact maths)
-            ds = p.sub_(a * delta)  # A ⊙ (∂y/∂A − rowsum(A ⊙ ∂y/∂A)): ∂y/∂S
+            ds = p.sub_(a.mul_(delta))  # A ⊙ (∂y/∂A − rowsum(A ⊙ ∂y/∂A)): ∂y/∂S; A is not needed again
             dq[:, :, rows] = (ds @ k32) * scaling
             dk += ds.transpose(-1, -2) @ q_scaled[:, :, rows]
-            dv += a.transpose(-1, -2) @ d_out
         for name, v_row in rows_in.items():  # padding keys receive nothing
             recorder.rows[name][record.stream] = v_row + updates[name] * record.key_valid
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
@@ -251,40 +251,10 @@ def fused_attention(module, query, key, value, attention_mask, dropout: float = 
 def fused_capture(model: torch.nn.Module, wanted: frozenset[str]):
     """Run `model`'s attention through `fused_attention` inside; the model's implementation and the global
     registration are restored on exit. Yields the Recorder."""
-    previous = getattr(model.config, "_attn_implementation", None) or "eager"
     recorder = Recorder(frozenset(wanted))
-    with _registered():
-        token = _ACTIVE.set(recorder)
-        try:
-            model.set_attn_implementation(ATTENTION_NAME)
-            yield recorder
-        finally:
-            _ACTIVE.reset(token)
-            model.set_attn_implementation(previous)
-
-
-_users = 0
-_users_lock = threading.Lock()
-
-
-@contextmanager
-def _registered():
-    """Our attention function in transformers' global registry while any fused capture runs (threads may
-    overlap: the last one out removes it)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    global _users
-    with _users_lock:
-        if _users == 0:
-            AttentionInterface.register(ATTENTION_NAME, fused_attention)
-            AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)  # the masks sdpa gets (else: none at all)
-        _users += 1
+    token = _ACTIVE.set(recorder)
     try:
-        yield
+        with attention_function(model, ATTENTION_NAME, fused_attention):
+            yield recorder
     finally:
-        with _users_lock:
-            _users -= 1
-            if _users == 0:
-                AttentionInterface._global_mapping.pop(ATTENTION_NAME, None)
-                AttentionMaskInterface._global_mapping.pop(ATTENTION_NAME, None)
+        _ACTIVE.reset(token)

@@ -1,7 +1,29 @@
 """Relevancy methods, one file each; importing this package registers them all."""
 
-from models.methods import attention_sum, attn_gradcam, chefer2021, raw_attention, rollout  # noqa: F401
+from models.methods import (  # noqa: F401
+    attention_sum,
+    attn_gradcam,
+    attnlrp,
+    chefer2021,
+    cp_lrp,
+    lrp,
+    partial_lrp,
+    raw_attention,
+    rollout,
+    transformer_attribution,
+)
 from models.methods.finalize import finalize_rows
-from models.methods.registry import Method, Param, available_methods, get_method, method, method_info
+from models.methods.registry import (
+    Method,
+    Param,
+    available_methods,
+    check_family,
+    default_methods,
+    get_method,
+    method,
+    method_info,
+    methods_for_family,
+)
 
-__all__ = ["Method", "Param", "available_methods", "finalize_rows", "get_method", "method", "method_info"]
+__all__ = ["Method", "Param", "available_methods", "check_family", "default_methods", "finalize_rows", "get_method",
+           "method", "method_info", "methods_for_family"]

@@ -10,7 +10,10 @@ import torch
 from models.engine.events import AttentionEvent, Capture
 from models.engine.fused import BACKWARD_STATS
 from models.engine.rules import mask_pairs
-from models.errors import AttnAuditError
+from models.errors import AttnAuditError, UnsupportedModelError
+
+# Needs of the LRP family that take a backward pass: per-head eager ∂y/∂A, and the modified-gradient rules
+GRADIENT_NEEDS = ("attention_gradient", "attnlrp", "cp_lrp")
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -22,6 +25,7 @@ class Param:
     kind: type  # int | float | bool | str
     default: object
     help: str
+    choices: tuple = ()  # the allowed values, when only a few are
 
     def parse(self, method: str, key: str, value):
         """A value given in Python or as CLI text, checked against the type."""
@@ -37,6 +41,9 @@ class Param:
             value = float(value)
         if isinstance(value, bool) is not (self.kind is bool) or not isinstance(value, self.kind):
             raise AttnAuditError(f"method {method}: {key} must be a {self.kind.__name__}, got {value!r}")
+        if self.choices and value not in self.choices:
+            raise AttnAuditError(f"method {method}: {key} must be one of {', '.join(map(str, self.choices))}, "
+                                 f"got {value!r}")
         return value
 
 
@@ -55,6 +62,8 @@ class Method:
     needs: ClassVar[frozenset[str]]
     needs_gradients: ClassVar[bool]  # derived from `needs`
     params: ClassVar[dict[str, Param]] = {}
+    # The adapter families it runs on (None: every family); others are refused naming the methods they have.
+    families: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, **values):
         unknown = sorted(set(values) - set(self.params))
@@ -74,6 +83,10 @@ class Method:
     def attribute(self, capture: Capture) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def notes(self, capture: Capture) -> dict[int, str]:
+        """Row -> a note on that row's map (e.g. relevance that does not conserve the score); none by default."""
+        return {}
+
     def needs_for(self, rows_in_backward: bool) -> frozenset[str]:
         """What this configured method needs from a pass; `rows_in_backward`: the pass can propagate readout rows
         during its backward (fused, pure self-attention), which a method may ask for instead of maps."""
@@ -81,7 +94,9 @@ class Method:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.needs_gradients = bool(cls.needs & set(BACKWARD_STATS))
+        if "name" not in cls.__dict__:  # an abstract base (e.g. the LRP family's): shares code, not registered
+            return
+        cls.needs_gradients = bool(cls.needs & {*BACKWARD_STATS, *GRADIENT_NEEDS})
         if cls.name in _REGISTRY:
             raise ValueError(f"method {cls.name!r} is registered twice")
         _REGISTRY[cls.name] = cls
@@ -121,6 +136,25 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_family(method: Method, family: str) -> None:
+    """Refuse a method on a family it does not run on, naming the families it runs on and the methods `family` has."""
+    if method.families is not None and family not in method.families:
+        raise UnsupportedModelError(f"method {method.name} does not run on {family} models (it runs on "
+                                    f"{', '.join(sorted(method.families))}); {family} models have: "
+                                    f"{', '.join(methods_for_family(family))}")
+
+
+def default_methods() -> list[str]:
+    """What an audit runs when no method is named: the attention methods (chefer2021 and its baselines), which run
+    on every family; the LRP family is asked for by name."""
+    return [n for n in available_methods() if _REGISTRY[n].families is None]
+
+
+def methods_for_family(family: str) -> list[str]:
+    """The registered methods that run on models of `family`."""
+    return [n for n in available_methods() if _REGISTRY[n].families is None or family in _REGISTRY[n].families]
+
+
 def method_info() -> list[tuple[str, bool, str, dict[str, Param]]]:
     """(name, needs_gradients, one-line description, parameters) for every registered method."""
     return [(n, _REGISTRY[n].needs_gradients, _REGISTRY[n].description, dict(_REGISTRY[n].params))
@@ -147,7 +181,8 @@ def from_layer(capture: Capture, start: int, method: str) -> Capture:
             raise AttnAuditError(f"method {method}: start_layer={start} is outside the model's {len(stream)} "
                                  f"{query}→{key} attention layers")
         kept.update(id(e) for e in stream[first:])
-    return Capture([e for e in events if id(e) in kept], capture.masks, capture.readouts, capture.propagated)
+    return Capture([e for e in events if id(e) in kept], capture.masks, capture.readouts, capture.propagated,
+                   capture.lrp)
 
 
 def masked(capture: Capture, event: AttentionEvent, amap: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from storage.store import Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = models.available_methods()
+METHODS = models.default_methods()
 
 
 def request(model, data, store, **kw) -> AuditRequest:

@@ -97,8 +97,8 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     done = run_cli("explain", "--model", "builtin:nope", "--data", f"jsonl:{tmp_path / 'none.jsonl'}",
                    "--store", str(tmp_path / "s"))
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    done = run_cli("explain", "--model", str(tmp_path), "--data", "builtin:fashion-canvas", "--method", "lrp")
-    assert done.returncode == 1 and "unknown method 'lrp'" in done.stderr
+    done = run_cli("explain", "--model", str(tmp_path), "--data", "builtin:fashion-canvas", "--method", "lrpx")
+    assert done.returncode == 1 and "unknown method 'lrpx'" in done.stderr
     (tmp_path / "plain").write_text("x")
     done = run_cli("explain", "--model", "builtin:fashion-vit", "--data", "builtin:fashion-canvas",
                    "--store", str(tmp_path / "plain"))

@@ -117,7 +117,7 @@ def test_chefer2021_equals_the_per_sample_reference(kind_and_model):
         assert exp.relevance["image"].shape == grid
 
 
-@pytest.mark.parametrize("method", models.available_methods())
+@pytest.mark.parametrize("method", models.default_methods())
 def test_batched_equals_per_sample_and_padding_never_matters(kind_and_model, method):
     kind, m = kind_and_model
     samples = tiny_bimodal.samples(5)

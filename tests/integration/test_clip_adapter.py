@@ -52,7 +52,7 @@ def test_pairs_match_the_per_sample_reference(m):
         assert np.abs(text).max() > 1e-6 and np.abs(image).max() > 1e-6
 
 
-@pytest.mark.parametrize("method", models.available_methods())
+@pytest.mark.parametrize("method", models.default_methods())
 def test_batched_equals_per_sample(m, method):
     samples = tiny_bimodal.pairs(4)
     together = models.explain(m, m.preprocess(samples), method=method)

@@ -110,7 +110,7 @@ def test_every_generated_token_matches_the_per_token_reference(kind):
 def test_all_targets_in_one_pass_equal_one_target_per_pass(kind, monkeypatch):
     m = tiny_encdec.wrapped_detr() if kind == "detr" else tiny_encdec.wrapped_generator(kind)
     batch = m.preprocess(tiny_encdec.images(3, 40) if kind == "detr" else samples_of(kind))
-    methods = models.available_methods()
+    methods = models.default_methods()
     together = models.explain(m, batch, method=methods)
     select = m.adapter.own_targets
     n_targets = len(together) // len(methods)

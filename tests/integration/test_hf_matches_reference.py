@@ -8,7 +8,7 @@ import models
 from tests import tiny_models
 from tests.reference.hf import reference_classifier_row
 
-METHODS = models.available_methods()
+METHODS = models.default_methods()
 
 
 def reference_row(m, sample_inputs, method, readout=0):

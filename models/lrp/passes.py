@@ -1,0 +1,99 @@
+"""The passes of the LRP family inside the explain driver: the Chefer-rule reverse pass over a recorded eager
+capture (`relevance_of_record`), and a forward + backward of its own under AttnLRP / CP-LRP's modified gradient
+(`modified_pass`), for the targets the driver's first pass chose."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from models.adapters.base import Adapter
+from models.adapters.clip import ClipAdapter
+from models.adapters.targets import Targets
+from models.batch import Batch
+from models.capture import autocast, gradient_path
+from models.errors import UnsupportedModelError
+from models.lrp.modified_gradient import clip_pair_forward, first_blocks, token_relevance
+from models.lrp.record import LRPRecord
+from models.lrp.relprop import Relevance, clip_pair_start, relprop
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def split_need(need: str) -> tuple[str, str]:
+    """"lrp:ours:float64" -> ("lrp:ours", "float64"); "attnlrp:float32" -> ("attnlrp", "float32")."""
+    kind, _, dtype = need.rpartition(":")
+    return kind, dtype
+
+
+def relevance_of_record(rec: LRPRecord, adapter: Adapter, targets: Targets, need: str) -> Relevance:
+    """relprop from the one-hot rows of the targets' classes (SPEC_LRP L2.5: e_t, not the logit); CLIP pairs start
+    from the similarity's per-dimension shares (models/lrp/relprop.py)."""
+    kind, dtype = split_need(need)
+    if isinstance(adapter, ClipAdapter):
+        start = clip_pair_start(rec, DTYPES[dtype])
+    else:
+        start = torch.nn.functional.one_hot(targets.score_index, adapter.model.config.num_labels).to(DTYPES[dtype])
+    return relprop(rec, start, rules=kind.split(":")[1], dtype=DTYPES[dtype])
+
+
+@dataclass
+class ModifiedRelevance:
+    relevance: dict[str, torch.Tensor]  # modality -> (T, n) at the hidden states entering its tower's first block
+    conservation: torch.Tensor  # (T,) |Σ R − score| / |score|
+
+
+def modified_pass(adapter: Adapter, batch: Batch, targets: Targets, need: str, precision: str) -> ModifiedRelevance:
+    """One forward + backward under the rule of `need` for one target per sample (the LRP families' layout)."""
+    rule, dtype = split_need(need)
+    entries = _entries(adapter)
+    with gradient_path(adapter.model, adapter.gradient_roots(), adapter.gradient_root_parameters()), \
+            promoted(adapter.model, DTYPES[dtype]), \
+            autocast(batch_device(batch), precision if dtype == "float32" else "float32"):
+        inputs = batch.floats_as(DTYPES[dtype])
+
+        def forward():
+            if isinstance(adapter, ClipAdapter):
+                return clip_pair_forward(adapter.model, **inputs)[1]
+            return adapter.model(**inputs).logits.flatten(1)[targets.sample, targets.score_index]
+
+        result = token_relevance(adapter.model, rule, forward, entries)
+    return ModifiedRelevance({m: r.float() if dtype == "float32" else r for m, r in result.relevance.items()},
+                             result.conservation)
+
+
+def _entries(adapter: Adapter) -> dict[str, torch.nn.Module]:
+    """Modality -> the first block of its tower."""
+    blocks = first_blocks(adapter.model)
+    if len(blocks) == 1 and len(adapter.modalities) == 1:
+        return {adapter.modalities[0]: next(iter(blocks.values()))}
+    named = {m: [b for name, b in blocks.items() if ("vision" if m == "image" else m) in name]
+             for m in adapter.modalities}
+    if any(len(found) != 1 for found in named.values()):
+        raise UnsupportedModelError(f"{adapter.family}: cannot tell which layer stack reads which modality "
+                                    f"({', '.join(blocks)})")
+    return {m: found[0] for m, found in named.items()}
+
+
+def batch_device(batch: Batch) -> torch.device:
+    return next(v.device for v in batch.values() if isinstance(v, torch.Tensor))
+
+
+@contextmanager
+def promoted(model: torch.nn.Module, dtype: torch.dtype):
+    """The model's floating parameters and buffers in `dtype` inside (float64: the check on float32 LRP); their own
+    dtypes back on exit (float32 → float64 → float32 is exact)."""
+    if dtype == torch.float32:
+        yield
+        return
+    tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
+    was = [t.dtype for t in tensors]
+    for t in tensors:
+        t.data = t.data.to(dtype)
+    try:
+        yield
+    finally:
+        for t, d in zip(tensors, was):
+            t.data = t.data.to(d)
