@@ -2,6 +2,7 @@
 
 from models.adapters.base import Adapter, SampleMaps
 from models.adapters.captioner import CaptionerAdapter
+from models.adapters.causal_lm import CausalLMAdapter
 from models.adapters.clip import ClipAdapter
 from models.adapters.detr import DetrAdapter
 from models.adapters.lxmert import LxmertVqaAdapter
@@ -13,7 +14,7 @@ from models.errors import UnsupportedModelError
 
 ADAPTERS: tuple[type[Adapter], ...] = (ViTAdapter, TextClassifierAdapter, MeanPoolAdapter, LxmertVqaAdapter,
                                        VisualBertVqaAdapter, DetrAdapter, CaptionerAdapter, Seq2SeqAdapter,
-                                       ClipAdapter)
+                                       ClipAdapter, CausalLMAdapter)
 
 
 def supported_families() -> str:

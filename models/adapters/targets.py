@@ -30,7 +30,8 @@ class Targets:
     def take(self, rows: list[int]) -> Targets:
         """The targets at `rows` (sample-major order kept), e.g. one target at a time."""
         index = torch.as_tensor(rows, dtype=torch.long, device=self.sample.device)
-        readouts = {m: Readout(r.source, r.weights[index], None if r.self_index is None else r.self_index[index])
+        readouts = {m: Readout(r.source, r.weights[index], None if r.self_index is None else r.self_index[index],
+                               r.content)
                     for m, r in self.readouts.items()}
         return Targets(self.sample[index], self.score_index[index], readouts, *(
             [values[r] for r in rows] for values in (self.index, self.labels, self.predictions, self.details)),

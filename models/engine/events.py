@@ -90,12 +90,14 @@ class Readout:
 
     A [CLS] readout is a one-hot row, mean pooling is the padding mask divided by the token
     count. `self_index` (B,) marks the readout token, whose own entry is reported as 0
-    (SPEC §1.8); None when the readout is not a single token.
+    (SPEC §1.8); None when the readout is not a single token. A `content` readout (a causal LM's position p − 1,
+    which scores token p) is a real token, not a pooling one: its own entry is reported as R − I there.
     """
 
     source: str
     weights: torch.Tensor
     self_index: torch.Tensor | None = None
+    content: bool = False
 
     @staticmethod
     def token(source: str, index: torch.Tensor | int, n_tokens: int, batch: int,

@@ -9,6 +9,7 @@ class Chefer2021(Method):
     description = "gradient-weighted attention propagated through self-, co- and cross-attention (ICCV 2021)"
     needs = frozenset({"gradient_weighted"})
     params = {"start_layer": START_LAYER}  # the authors' CLIP notebook uses -1
+    identity = True
     fast_path = True  # row-vector propagation when every event is self-attention
 
     def needs_for(self, rows_in_backward):

@@ -64,6 +64,8 @@ class Method:
     params: ClassVar[dict[str, Param]] = {}
     # The adapter families it runs on (None: every family); others are refused naming the methods they have.
     families: ClassVar[frozenset[str] | None] = None
+    # Its readout row starts from the readout weights (R = I + …): a content readout's own entry drops that identity
+    identity: ClassVar[bool] = False
 
     def __init__(self, **values):
         unknown = sorted(set(values) - set(self.params))

@@ -17,6 +17,7 @@ class TransformerAttribution(LRPMethod):
     needs = frozenset({"lrp:ours", "attention_gradient"})
     params = {"start_layer": START_LAYER, "dtype": DTYPE, "tolerance": TOLERANCE}
     families = RECORDED_FAMILIES
+    identity = True
 
     def attribute(self, capture):
         relevance = capture.lrp[self.need]

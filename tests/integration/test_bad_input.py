@@ -91,9 +91,10 @@ def test_nan_inside_one_sample_is_reported_for_that_sample_only(vit):
 
 
 def test_unsupported_model_class_names_the_class_and_the_supported_families():
-    gpt2 = T.GPT2LMHeadModel(T.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=10))
-    with pytest.raises(models.UnsupportedModelError, match=r"'GPT2LMHeadModel' is not supported.*vit:.*bert:"):
-        models.wrap(gpt2)
+    opt = T.OPTForCausalLM(T.OPTConfig(num_hidden_layers=1, num_attention_heads=2, hidden_size=8, ffn_dim=16,
+                                        word_embed_proj_dim=8, vocab_size=10))
+    with pytest.raises(models.UnsupportedModelError, match=r"'OPTForCausalLM' is not supported.*vit:.*bert:"):
+        models.wrap(opt)
 
 
 def test_pickle_checkpoints_are_refused_with_a_conversion_hint(tmp_path):
