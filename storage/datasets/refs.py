@@ -10,10 +10,11 @@ from storage.datasets.base import Dataset
 from storage.datasets.bbc_news import BbcNews
 from storage.datasets.errors import DatasetError
 from storage.datasets.fashion import FashionCanvas, FashionCaption, FashionDetect, FashionVqa
+from storage.datasets.kv_retrieval import KvRetrieval
 from storage.datasets.readers import CsvDataset, ImageFolderDataset, JsonlDataset, ParquetDataset
 
 BUILTINS: dict[str, type[Dataset]] = {
-    cls.name: cls for cls in (FashionCanvas, FashionVqa, FashionCaption, FashionDetect, BbcNews)}
+    cls.name: cls for cls in (FashionCanvas, FashionVqa, FashionCaption, FashionDetect, BbcNews, KvRetrieval)}
 FILE_SCHEMES: dict[str, Callable[[str], Dataset]] = {
     "imagefolder": ImageFolderDataset, "jsonl": JsonlDataset, "csv": CsvDataset, "parquet": ParquetDataset}
 INTEGER_PARAMS = {"n", "seed"}

@@ -1,0 +1,88 @@
+"""`kv-retrieval`: synthetic key–value prompts whose answer is the value of the queried key, e.g.
+"k3 = v7 k1 = v2 k5 = v0 ; k1 ?" → "v2". Every symbol is its own whitespace-separated word, so word positions
+are token positions for a word-level tokenizer (and `ground_truth["text_tokens"]` means what it does for
+fashion-vqa)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from typing import ClassVar
+from urllib.parse import urlencode
+
+import numpy as np
+
+from storage.datasets.base import Dataset
+from storage.datasets.errors import DatasetError
+
+KEY_WORDS = [f"k{i}" for i in range(16)]
+VALUE_WORDS = [f"v{i}" for i in range(16)]
+SEPARATOR_WORDS = ["=", ";", "?"]
+PROMPT_WORDS = [*KEY_WORDS, *VALUE_WORDS, *SEPARATOR_WORDS]
+MIN_PAIRS, MAX_PAIRS = 2, 12
+SPLIT_CODES = {"test": 0, "train": 1}
+DEFAULT_SIZES = {"test": 1_000, "train": 100_000}
+TEST_SHARE = 5  # one prompt in five (by a hash of its text) belongs to the test split
+
+
+def is_test_prompt(text: str) -> bool:
+    """The split is fixed by content, so no prompt of one split ever occurs in the other, whatever the seeds."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % TEST_SHARE == 0
+
+
+def draw_prompt(rng: np.random.Generator) -> tuple[list[str], str, list[int]]:
+    """(prompt words, answer, positions of the queried key, its value and the query key): 2–12 pairs with
+    distinct keys (one answer per query), values drawn with replacement."""
+    n = int(rng.integers(MIN_PAIRS, MAX_PAIRS + 1))
+    keys = rng.choice(len(KEY_WORDS), size=n, replace=False)
+    values = rng.integers(len(VALUE_WORDS), size=n)
+    asked = int(rng.integers(n))
+    words = [w for k, v in zip(keys, values) for w in (KEY_WORDS[k], "=", VALUE_WORDS[v])]
+    words += [";", KEY_WORDS[keys[asked]], "?"]
+    return words, VALUE_WORDS[values[asked]], [3 * asked, 3 * asked + 2, 3 * n + 1]
+
+
+class KvRetrieval(Dataset):
+    """text = the prompt; label = the answer word (one of `label_names` = VALUE_WORDS).
+
+    ground_truth: {"text_tokens": [word positions of the queried pair's key and value and of the query key],
+    "pairs": number of key–value pairs}. Sample i is a pure function of (split, seed, i): its own generator
+    draws prompts until one falls in the split (`is_test_prompt`).
+    """
+
+    name = "kv-retrieval"
+    version = 1
+    modalities = ("text",)
+    label_names = list(VALUE_WORDS)
+    params: ClassVar[tuple[str, ...]] = ("split", "n", "seed")
+
+    def __init__(self, split: str = "test", n: int | None = None, seed: int = 0):
+        if split not in SPLIT_CODES:
+            raise DatasetError(f"{self.name}: split must be one of {sorted(SPLIT_CODES)}, not {split!r}")
+        n = DEFAULT_SIZES[split] if n is None else n
+        if n < 1 or seed < 0:
+            raise DatasetError(f"{self.name}: n must be >= 1 and seed >= 0 (got n={n}, seed={seed})")
+        self.split, self.n, self.seed = split, n, seed
+        self.ref = f"builtin:{self.name}?{urlencode({'split': split, 'n': n, 'seed': seed})}"
+        self._code = zlib.crc32(self.name.encode())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _sample_id(self, i: int) -> str:
+        return f"{self.name}/{self.split}/{i:06d}"
+
+    def _sample(self, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, i, SPLIT_CODES[self.split], self._code])
+        while True:
+            words, answer, relevant = draw_prompt(rng)
+            text = " ".join(words)
+            if is_test_prompt(text) == (self.split == "test"):
+                break
+        return {"id": self._sample_id(i), "text": text, "label": answer,
+                "ground_truth": {"text_tokens": relevant, "pairs": (len(words) - 3) // 3}}
+
+    def fingerprint(self) -> str:
+        spec = {"generator": self.name, "version": self.version, "split": self.split, "n": self.n, "seed": self.seed}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,55 @@
+"""builtin:retrieval-lm's training script: its checkpoint loads with plain transformers and models.load, offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import models
+from storage.datasets import open_dataset
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def exact_answers(folder: Path, ref: str) -> float:
+    """Share of prompts whose greedy continuation (the checkpoint's generation config) is the answer, then EOS."""
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    samples = list(open_dataset(ref))
+    batch = tok([s["text"] for s in samples], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        new = model.generate(**batch)[:, batch["input_ids"].shape[1]:]
+    said = tok.batch_decode(new)
+    return sum(text.split() == [s["label"], tok.eos_token] for text, s in zip(said, samples)) / len(samples)
+
+
+def test_training_script_smoke_run_makes_a_loadable_explainable_checkpoint(tmp_path):
+    """The script's --smoke run (a few steps: it learns nothing yet) writes a small stock Llama with a left-padding
+    word-level tokenizer and a generation config, which plain transformers and models.load both read offline.
+    (No trained retrieval-lm ships yet: see the README's built-in table.)"""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/train_retrieval_lm.py"), "--smoke", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    exact_answers(tmp_path, "builtin:kv-retrieval?n=4")
+    assert json.loads((tmp_path / "training.json").read_text())["test"] == "builtin:kv-retrieval?split=test&n=32&seed=0"
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and (tmp_path / "model.safetensors").stat().st_size < 4 << 20
+    generation = json.loads((tmp_path / "generation_config.json").read_text())
+    assert generation["max_new_tokens"] == 2 and generation["eos_token_id"] == config["eos_token_id"]
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    ids = tok(["k1 = v2 ; k1 ?", "k3 = v7 k1 = v2 ; k1 ?"], padding=True)["input_ids"]
+    assert tok.padding_side == "left" and ids[0][:3] == [tok.pad_token_id] * 3 and ids[1][0] == tok.bos_token_id
+    assert tok.convert_ids_to_tokens(ids[0][3:]) == ["<s>", "k1", "=", "v2", ";", "k1", "?"]
+
+    m = models.load(str(tmp_path), device="cpu")
+    sample = next(iter(open_dataset("builtin:kv-retrieval?n=1")))
+    (first, *_) = models.explain(m, m.preprocess([{"text": sample["text"]}]), "chefer2021")
+    n_words = len(sample["text"].split())
+    assert first.error is None and first.tokens["text"][1:n_words + 1] == sample["text"].split()
