@@ -49,6 +49,8 @@ def _scores(sample: dict, exp, modality: str, relevance, detail: dict | None, se
     """The metrics of one map, or why it has none."""
     knobs = dict(tau=settings.tau, top_k=settings.top_k, alpha=settings.alpha)
     if detail is not None and ("position" in detail or "box" in detail):
+        if modality == "text" and "text" in sample and (sample.get("ground_truth") or {}).get("text_tokens"):
+            return _prompt_scores(sample, exp, relevance, knobs)  # a causal LM's token: the prompt's ground truth
         if modality != "image":
             return "no ground truth for a target's map over earlier tokens"
         return target_scores(sample, relevance, detail, **knobs)
@@ -56,3 +58,14 @@ def _scores(sample: dict, exp, modality: str, relevance, detail: dict | None, se
     if isinstance(found, str):
         return found
     return localisation_scores(*found, **knobs) or "empty ground truth"
+
+
+def _prompt_scores(sample: dict, exp, relevance, knobs: dict) -> dict | str:
+    """A generated token's map over the prompt and earlier generated tokens, scored on the prompt's words only
+    (the ground truth names prompt words; the generated ones are not candidates)."""
+    found = candidates_and_truth(sample, "text", relevance, exp.tokens.get("text"), exp.special.get("text"))
+    if isinstance(found, str):
+        return found
+    n_prompt = len(sample["text"].split())
+    values, truth = found
+    return localisation_scores(values[:n_prompt], truth[:n_prompt], **knobs) or "empty ground truth"

@@ -13,6 +13,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import models
 from storage.datasets import open_dataset
+from tasks.evaluate.localisation_job import localisation_rows
+from tasks.evaluate.notes import Notes
+from tasks.evaluate.rows import metric_rows
+from tasks.evaluate.settings import EvalSettings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +54,12 @@ def test_training_script_smoke_run_makes_a_loadable_explainable_checkpoint(tmp_p
 
     m = models.load(str(tmp_path), device="cpu")
     sample = next(iter(open_dataset("builtin:kv-retrieval?n=1")))
-    (first, *_) = models.explain(m, m.preprocess([{"text": sample["text"]}]), "chefer2021")
+    (first, *_) = models.explain(m, m.preprocess([{"id": sample["id"], "text": sample["text"]}]), "chefer2021")
     n_words = len(sample["text"].split())
     assert first.error is None and first.tokens["text"][1:n_words + 1] == sample["text"].split()
+
+    # The evaluation scores a generated token's map on the prompt's words against the queried pair.
+    metrics, notes = metric_rows(), Notes()
+    localisation_rows({sample["id"]: sample}, [first], "chefer2021", EvalSettings(), metrics, notes)
+    got = {name: value for name, value in zip(metrics.columns["metric"], metrics.columns["value"])}
+    assert not notes and {"auprc", "pointing_game", "bmeq_otsu"} <= set(got)
