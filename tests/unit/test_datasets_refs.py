@@ -23,7 +23,8 @@ def test_builtins_open_with_defaults_and_a_canonical_ref():
     assert isinstance(data, FashionCanvas) and len(data) == 10_000 and data.name == "fashion-canvas"
     assert data.ref == "builtin:fashion-canvas?split=test&n=10000&seed=0"
     assert open_dataset(data.ref).fingerprint() == data.fingerprint()
-    assert set(BUILTINS) == {"fashion-canvas", "fashion-vqa", "fashion-caption", "fashion-detect", "bbc-news"}
+    assert set(BUILTINS) == {"fashion-canvas", "fashion-vqa", "fashion-caption", "fashion-detect", "bbc-news",
+                             "kv-retrieval"}
 
 
 def test_builtin_parameters():
