@@ -101,14 +101,11 @@ def capture_plans(m, methods) -> list[tuple[CapturePlan, list]]:
     recorded = [x for x in methods if x not in modified and any(n.startswith("lrp:") for n in x.needs)]
     plain = [x for x in methods if x not in modified and x not in recorded]
     main = capture_plan(m, plain)
-    plans = []
-    if plain and (main.fused or not recorded) or not recorded:
-        plans.append((main, plain))
-    if recorded:  # a float64 pass is a check of its own: the attention methods keep their pass
-        wide = any(x.config.get("dtype") == "float64" for x in recorded)
-        if plain and not plans and wide:
-            plans.append((main, plain))
-        joined = recorded if plans else recorded + plain
+    wide = any(x.config.get("dtype") == "float64" for x in recorded)  # a float64 pass is a check of its own
+    separate = not recorded or bool(plain) and (main.fused or wide)
+    plans = [(main, plain)] if separate else []
+    if recorded:
+        joined = recorded if separate else recorded + plain
         plans.append((CapturePlan(False, frozenset().union(*(x.needs_for(False) for x in joined))), joined))
     for need in sorted({x.need for x in modified}):
         plans.append((CapturePlan(False, frozenset({need})), [x for x in modified if x.need == need]))

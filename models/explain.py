@@ -88,8 +88,8 @@ def explain(m: LoadedModel, inputs: Batch | Mapping, method: str | Method | Sequ
 
 
 def _run_passes(m: LoadedModel, batch: Batch, methods: Sequence[Method], requested: torch.Tensor | None):
-    """(the first pass's result, which chose the targets; {method spec: (rows as numpy, notes by row)}): every
-    pass of the plan (models/capture.py: capture_plans) for the same targets."""
+    """(the first pass's result, which chose the targets; {method spec: (rows as numpy, notes and errors by row)}):
+    every pass of the plan (models/capture.py: capture_plans) for the same targets."""
     first, maps = None, {}
     for plan, group in capture_plans(m, methods):  # the first is never a modified-gradient pass: it picks targets
         if plan.modified:
@@ -103,8 +103,8 @@ def _run_passes(m: LoadedModel, batch: Batch, methods: Sequence[Method], request
         for x in group:
             rows = finalize_rows(x.attribute(result.capture), result.capture, x.identity)
             notes = x.notes(result.capture) if len(first.targets) else {}
-            notes |= {t: f"{x.spec}: non-finite relevance" for t in _nonfinite(rows)}
-            maps[x.spec] = ({k: v.cpu().numpy() for k, v in rows.items()}, notes)
+            errors = {t: f"{x.spec}: non-finite relevance" for t in _nonfinite(rows)}
+            maps[x.spec] = ({k: v.cpu().numpy() for k, v in rows.items()}, notes, errors)
     return first, maps
 
 
@@ -114,7 +114,7 @@ def _nonfinite(rows: dict[str, torch.Tensor]) -> list[int]:
 
 
 def _explanations(m: LoadedModel, batch: Batch, result: CaptureResult, names: Sequence[str],
-                  maps: dict[str, tuple[dict, dict[int, str]]]) -> list[Explanation]:
+                  maps: dict[str, tuple[dict, dict[int, str], dict[int, str]]]) -> list[Explanation]:
     targets = result.targets
     scores, probs, owners = result.scores.cpu().tolist(), result.probabilities.cpu().tolist(), targets.sample.tolist()
     notes = _notes(batch, targets)
@@ -130,16 +130,12 @@ def _explanations(m: LoadedModel, batch: Batch, result: CaptureResult, names: Se
                           probability=probs[t], prediction=targets.predictions[t],
                           target_detail=json.dumps(detail) if detail else None)
             for name in names:
-                rows, method_notes = maps[name]
-                if t in result.nonfinite:
-                    out.append(Explanation(sid, name, error=result.nonfinite[t], error_stage="explain", note=note,
-                                           **common))
+                rows, method_notes, errors = maps[name]
+                error = result.nonfinite.get(t) or errors.get(t)
+                if error:
+                    out.append(Explanation(sid, name, error=error, error_stage="explain", note=note, **common))
                     continue
                 shown = "; ".join(n for n in (note, method_notes.get(t)) if n) or None
-                if method_notes.get(t, "").endswith("non-finite relevance"):
-                    out.append(Explanation(sid, name, error=method_notes[t], error_stage="explain", note=note,
-                                           **common))
-                    continue
                 sample_maps = m.adapter.target_maps(rows, batch, targets, t)
                 out.append(Explanation(sid, name, relevance=sample_maps.relevance, tokens=sample_maps.tokens,
                                        special=sample_maps.special, note=shown, **common))

@@ -51,7 +51,7 @@ def modified_pass(adapter: Adapter, batch: Batch, targets: Targets, need: str, p
     entries = _entries(adapter)
     with gradient_path(adapter.model, adapter.gradient_roots(), adapter.gradient_root_parameters()), \
             promoted(adapter.model, DTYPES[dtype]), \
-            autocast(batch_device(batch), precision if dtype == "float32" else "float32"):
+            autocast(next(adapter.model.parameters()).device, precision if dtype == "float32" else "float32"):
         inputs = batch.floats_as(DTYPES[dtype])
 
         def forward():
@@ -75,10 +75,6 @@ def _entries(adapter: Adapter) -> dict[str, torch.nn.Module]:
         raise UnsupportedModelError(f"{adapter.family}: cannot tell which layer stack reads which modality "
                                     f"({', '.join(blocks)})")
     return {m: found[0] for m, found in named.items()}
-
-
-def batch_device(batch: Batch) -> torch.device:
-    return next(v.device for v in batch.values() if isinstance(v, torch.Tensor))
 
 
 @contextmanager
