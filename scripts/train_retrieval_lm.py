@@ -1,15 +1,16 @@
 """Train builtin:retrieval-lm: a tiny stock LlamaForCausalLM that answers kv-retrieval prompts
-("k3 = v7 k1 = v2 ; k1 ?" → "v2", then its end token).
+("k3=v7 k1=v2 ; k1 ?" → "v2", then its end token).
 
-Seeded and reproducible on CPU. Every training prompt is fresh (one pass over a stream of `builtin:kv-retrieval`
-*train* prompts). A training sequence asks up to MAX_QUERIES keys of its prompt, and the loss is on every token
-but the ";" after an answer (only the end token is taught to follow one, as in a one-query prompt): predicting
-the query key (one of the prompt's keys) and the next key (not one used yet) trains the attention that retrieval needs.
-Training stops early once a validation set of train-split prompts is answered without error.
+Seeded and reproducible on CPU. Every training sequence is fresh: a train-split prompt's pairs, then every key of
+them asked in a random order ("; k ?" and its value; only keys whose one-query prompt is a train-split prompt, so no
+test prompt's question is ever trained on), then the end token; the loss is on the answers and the end token.
+A curriculum starts at 2-pair prompts and allows one pair more whenever the running answer accuracy of the
+training batches passes 95%, up to the dataset's 12. Training stops early once a validation set of train-split
+prompts (the full 2–12 pair range) is answered without error.
 
 Writes a Hugging Face checkpoint folder (safetensors), a word-level tokenizer that works offline (tokenizer.json:
-every prompt word plus <pad> <s> </s> <unk>; left padding), generation_config.json (greedy, 2 new tokens) and
-training.json with the exact-answer accuracy on held-out *test* prompts.
+every key, value, pair and separator word plus <pad> <s> </s> <unk>; left padding), generation_config.json
+(greedy, 2 new tokens) and training.json with the exact-answer accuracy on held-out *test* prompts.
 
     python scripts/train_retrieval_lm.py                       # full run, writes models/zoo/retrieval-lm
     python scripts/train_retrieval_lm.py --smoke --out /tmp/r  # a few steps, for tests
@@ -29,12 +30,12 @@ from tokenizers import Tokenizer, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from training_common import ZOO, cosine_schedule, provenance, write_training_json
 
-from storage.datasets.kv_retrieval import PROMPT_WORDS, KvRetrieval, is_test_prompt
+from storage.datasets.kv_retrieval import MAX_PAIRS, MIN_PAIRS, PROMPT_WORDS, KvRetrieval, draw_prompt, is_test_prompt
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 PAD, BOS, EOS = 0, 1, 2
-MAX_QUERIES = 6  # per training sequence
-CONTEXT = 64  # the longest training sequence: <s>, 12 pairs (36), 6 queries with answers (24), </s> = 62 tokens
+CONTEXT = 64  # the longest training sequence: <s>, 12 pairs, 12 queries with answers (48), </s> = 62 tokens
+PROMOTE_AT = 0.95  # running answer accuracy at which the curriculum allows one pair more
 
 
 def tokenizer() -> transformers.PreTrainedTokenizerFast:
@@ -58,31 +59,33 @@ def build_model(vocab_size: int) -> transformers.LlamaForCausalLM:
     return model
 
 
-def training_words(sample: dict, rng: np.random.Generator) -> list[str]:
-    """The sample's prompt and answer, then 0 … MAX_QUERIES − 1 more queries of other keys of its pairs, each
-    answered, then the end token. Only keys whose own one-query prompt is a train-split prompt are asked, so no
-    test prompt's question is ever trained on."""
-    words = sample["text"].split()
-    pairs, asked = words[:-3], words[-2]
-    table = dict(zip(pairs[0::3], pairs[2::3]))
-    others = [str(k) for k in rng.permutation(list(table))
-              if k != asked and not is_test_prompt(" ".join([*pairs, ";", k, "?"]))]
-    out = [*words, sample["label"]]
-    for key in others[:int(rng.integers(MAX_QUERIES))]:
-        out += [";", key, "?", table[key]]
-    return [*out, "</s>"]
+def training_ids(tok, rng: np.random.Generator, max_pairs: int) -> list[int]:
+    """One fresh training sequence: <s>, the pairs of a train-split prompt, every askable key with its answer, </s>."""
+    while True:
+        words, _, _ = draw_prompt(rng, max_pairs)
+        pairs = words[:-3]
+        asked = [pair.split("=") for pair in rng.permutation(pairs)
+                 if not is_test_prompt(" ".join([*pairs, ";", pair.split("=")[0], "?"]))]
+        if asked:
+            break
+    queries = [w for key, value in asked for w in (";", key, "?", value)]
+    return [BOS, *tok.convert_tokens_to_ids([*pairs, *queries, "</s>"])]
 
 
-def training_batch(tok, samples: list[dict], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """Left-padded training sequences; labels on every token but padding and the ";" after an answer (so that
-only the end token ever follows an answer, as in a one-query prompt)."""
-    rows = [[BOS, *tok.convert_tokens_to_ids(training_words(s, rng))] for s in samples]
+def training_batch(tok, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Left-padded training sequences; labels on the answers (the token after each "?") and the end token."""
     width = max(map(len, rows))
     ids = torch.tensor([[PAD] * (width - len(r)) + r for r in rows])
-    after_answer = torch.zeros_like(ids, dtype=torch.bool)
-    after_answer[:, 2:] = ids[:, :-2] == tok.convert_tokens_to_ids("?")
-    labels = torch.where(ids.eq(PAD) | (after_answer & ids.ne(EOS)), -100, ids)
-    return {"input_ids": ids, "attention_mask": ids.ne(PAD).long(), "labels": labels}
+    answer = torch.zeros_like(ids, dtype=torch.bool)
+    answer[:, 1:] = ids[:, :-1] == tok.convert_tokens_to_ids("?")
+    return {"input_ids": ids, "attention_mask": ids.ne(PAD).long(),
+            "labels": torch.where(answer | ids.eq(EOS), ids, -100)}
+
+
+def answer_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of the batch's answers (labelled tokens other than the end token) that the model predicts."""
+    scored = labels[:, 1:].ne(-100) & labels[:, 1:].ne(EOS)
+    return float((logits[:, :-1].argmax(-1) == labels[:, 1:])[scored].float().mean())
 
 
 @torch.no_grad()
@@ -102,20 +105,20 @@ def exact_answers(model, tok, dataset, batch_size: int = 250) -> float:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ZOO / "retrieval-lm"))
-    p.add_argument("--train-n", type=int, default=224_000, help="fresh training prompts (each seen once)")
+    p.add_argument("--train-n", type=int, default=640_000, help="at most this many fresh training sequences")
     p.add_argument("--test-n", type=int, default=1_000)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--check-every", type=int, default=250, help="steps between validation checks")
+    p.add_argument("--check-every", type=int, default=100, help="steps between validation checks")
     p.add_argument("--smoke", action="store_true", help="a few steps into --out: checks the script runs")
     args = p.parse_args(argv)
     if args.smoke:
         if args.out == p.get_default("out"):
             p.error("--smoke needs --out (it must not overwrite the shipped model)")
         args.train_n, args.test_n, args.check_every = 8 * args.batch_size, 32, 4
-    args.epochs = 1  # one pass over the stream: cosine_schedule and provenance count epochs
+    args.epochs = 1  # cosine_schedule and provenance count epochs: one pass over --train-n sequences
     return args
 
 
@@ -124,7 +127,6 @@ def train(args) -> dict:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     tok = tokenizer()
-    stream = KvRetrieval(split="train", n=args.train_n, seed=args.seed + 1)
     validation = KvRetrieval(split="train", n=min(500, args.test_n), seed=args.seed + 2)
     test_set = KvRetrieval(split="test", n=args.test_n, seed=args.seed)
     model = build_model(len(tok))
@@ -132,28 +134,31 @@ def train(args) -> dict:
     schedule = cosine_schedule(optimizer, args)
     rng = np.random.default_rng(args.seed)
     model.train()
-    seen = 0
-    for step, lo in enumerate(range(0, args.train_n, args.batch_size), start=1):
-        batch = [stream[i] for i in range(lo, min(lo + args.batch_size, args.train_n))]
-        loss = model(**training_batch(tok, batch, rng))
+    max_pairs, running, seen = MIN_PAIRS, 0.0, 0
+    for step in range(1, -(-args.train_n // args.batch_size) + 1):
+        batch = training_batch(tok, [training_ids(tok, rng, max_pairs) for _ in range(args.batch_size)])
+        out = model(**batch)
         optimizer.zero_grad()
-        loss.loss.backward()
+        out.loss.backward()
         optimizer.step()
         schedule.step()
-        seen = min(lo + args.batch_size, args.train_n)
+        seen += args.batch_size
+        running = 0.9 * running + 0.1 * answer_accuracy(out.logits.detach(), batch["labels"])
+        if running > PROMOTE_AT and max_pairs < MAX_PAIRS:
+            max_pairs, running = max_pairs + 1, 0.0
         if step % args.check_every == 0:
             valid = exact_answers(model, tok, validation)
-            print(f"step {step}: loss {loss.loss.item():.4f}, validation exact {valid:.4f} "
+            print(f"step {step}: loss {out.loss.item():.4f}, up to {max_pairs} pairs, validation exact {valid:.4f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
-            if valid == 1.0:
+            if valid == 1.0 and max_pairs == MAX_PAIRS:
                 break
     accuracy = exact_answers(model, tok, test_set)
     out = Path(args.out)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return write_training_json(out, {
-        "train": f"{KvRetrieval(split='train', n=seen, seed=args.seed + 1).ref} (each prompt once; "
-                 f"stopped after {seen} of --train-n {args.train_n})",
+        "train": f"{seen} fresh train-split kv-retrieval sequences (seed {args.seed}; stopped after {step} steps, "
+                 f"curriculum reached {max_pairs} pairs)",
         "validation": validation.ref, "test": test_set.ref, "test_exact_answers": round(accuracy, 4),
         **provenance(args, started, model, args.threads)})
 

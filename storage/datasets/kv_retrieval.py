@@ -1,7 +1,10 @@
 """`kv-retrieval`: synthetic key–value prompts whose answer is the value of the queried key, e.g.
-"k3 = v7 k1 = v2 k5 = v0 ; k1 ?" → "v2". Every symbol is its own whitespace-separated word, so word positions
-are token positions for a word-level tokenizer (and `ground_truth["text_tokens"]` means what it does for
-fashion-vqa)."""
+"k3=v7 k1=v2 k5=v0 ; k1 ?" → "v2". Every pair is one whitespace-separated word (as are ";", the query key and "?"),
+so word positions are token positions for a word-level tokenizer (and `ground_truth["text_tokens"]` means what it
+does for fashion-vqa).
+
+Version 2: pairs are single words. Version 1 spelled them "k3 = v7" (three words), which a 2-layer model must first
+bind across positions; tiny Llamas trained on it plateaued at choosing any of the prompt's values (see the README)."""
 
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ from storage.datasets.errors import DatasetError
 
 KEY_WORDS = [f"k{i}" for i in range(16)]
 VALUE_WORDS = [f"v{i}" for i in range(16)]
-SEPARATOR_WORDS = ["=", ";", "?"]
-PROMPT_WORDS = [*KEY_WORDS, *VALUE_WORDS, *SEPARATOR_WORDS]
+SEPARATOR_WORDS = [";", "?"]
+PAIR_WORDS = [f"{k}={v}" for k in KEY_WORDS for v in VALUE_WORDS]
+PROMPT_WORDS = [*KEY_WORDS, *VALUE_WORDS, *SEPARATOR_WORDS, *PAIR_WORDS]
 MIN_PAIRS, MAX_PAIRS = 2, 12
 SPLIT_CODES = {"test": 0, "train": 1}
 DEFAULT_SIZES = {"test": 1_000, "train": 100_000}
@@ -31,28 +35,28 @@ def is_test_prompt(text: str) -> bool:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % TEST_SHARE == 0
 
 
-def draw_prompt(rng: np.random.Generator) -> tuple[list[str], str, list[int]]:
-    """(prompt words, answer, positions of the queried key, its value and the query key): 2–12 pairs with
-    distinct keys (one answer per query), values drawn with replacement."""
-    n = int(rng.integers(MIN_PAIRS, MAX_PAIRS + 1))
+def draw_prompt(rng: np.random.Generator, max_pairs: int = MAX_PAIRS) -> tuple[list[str], str, list[int]]:
+    """(prompt words, answer, positions of the queried pair and of the query key): 2–max_pairs pairs with distinct
+    keys (one answer per query), values drawn with replacement."""
+    n = int(rng.integers(MIN_PAIRS, max_pairs + 1))
     keys = rng.choice(len(KEY_WORDS), size=n, replace=False)
     values = rng.integers(len(VALUE_WORDS), size=n)
     asked = int(rng.integers(n))
-    words = [w for k, v in zip(keys, values) for w in (KEY_WORDS[k], "=", VALUE_WORDS[v])]
+    words = [f"{KEY_WORDS[k]}={VALUE_WORDS[v]}" for k, v in zip(keys, values)]
     words += [";", KEY_WORDS[keys[asked]], "?"]
-    return words, VALUE_WORDS[values[asked]], [3 * asked, 3 * asked + 2, 3 * n + 1]
+    return words, VALUE_WORDS[values[asked]], [asked, n + 1]
 
 
 class KvRetrieval(Dataset):
     """text = the prompt; label = the answer word (one of `label_names` = VALUE_WORDS).
 
-    ground_truth: {"text_tokens": [word positions of the queried pair's key and value and of the query key],
+    ground_truth: {"text_tokens": [word positions of the queried pair and of the query key],
     "pairs": number of key–value pairs}. Sample i is a pure function of (split, seed, i): its own generator
     draws prompts until one falls in the split (`is_test_prompt`).
     """
 
     name = "kv-retrieval"
-    version = 1
+    version = 2
     modalities = ("text",)
     label_names = list(VALUE_WORDS)
     params: ClassVar[tuple[str, ...]] = ("split", "n", "seed")
@@ -81,7 +85,7 @@ class KvRetrieval(Dataset):
             if is_test_prompt(text) == (self.split == "test"):
                 break
         return {"id": self._sample_id(i), "text": text, "label": answer,
-                "ground_truth": {"text_tokens": relevant, "pairs": (len(words) - 3) // 3}}
+                "ground_truth": {"text_tokens": relevant, "pairs": len(words) - 3}}
 
     def fingerprint(self) -> str:
         spec = {"generator": self.name, "version": self.version, "split": self.split, "n": self.n, "seed": self.seed}

@@ -105,23 +105,32 @@ def token_colour(weight: float) -> str:
     return f"#ff{fade:02x}{fade:02x}" if w >= 0 else f"#{fade:02x}{fade:02x}ff"
 
 
+TOKEN_STYLE = ("span.t{padding:1px 2px;margin:1px;border-radius:3px;display:inline-block}span.s{color:#888}"
+               "span.target{outline:2px solid #222}")
+
+
+def tokens_markup(tokens: list[str], relevance: np.ndarray, special: np.ndarray | None = None,
+                  target: str | None = None) -> str:
+    """One paragraph of coloured tokens (hover: the value); `target`, when given, is the token the map explains,
+    appended outlined (a generated token, whose map covers the tokens before it)."""
+    weights = token_weights(relevance, special)
+    parts = ["<p>"]
+    for i, token in enumerate(tokens):
+        cls = "t s" if special is not None and bool(special[i]) else "t"
+        parts.append(f"<span class='{cls}' style='background:{token_colour(weights[i])}' "
+                     f"title='{float(relevance[i]):.4g}'>{html.escape(token)}</span>")
+    if target is not None:
+        parts.append(f" → <span class='t target' title='the token this map explains'>{html.escape(target)}</span>")
+    return "".join(parts) + "</p>"
+
+
 def tokens_html(sections: list[tuple[str, list[str], np.ndarray, np.ndarray | None]], title: str = "") -> str:
     """A standalone HTML page: one paragraph of coloured tokens per (heading, tokens, relevance, special)."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             f"<title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-             "span.t{padding:1px 2px;margin:1px;border-radius:3px;display:inline-block}"
-             "span.s{color:#888}</style></head><body>"]
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
+             f"<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}{TOKEN_STYLE}</style></head><body>"]
     if title:
         parts.append(f"<h2>{html.escape(title)}</h2>")
     for heading, tokens, relevance, special in sections:
-        weights = token_weights(relevance, special)
-        parts.append(f"<h3>{html.escape(heading)}</h3><p>")
-        for i, token in enumerate(tokens):
-            is_special = special is not None and bool(special[i])
-            cls = "t s" if is_special else "t"
-            parts.append(f"<span class='{cls}' style='background:{token_colour(weights[i])}' "
-                         f"title='{float(relevance[i]):.4g}'>{html.escape(token)}</span>")
-        parts.append("</p>")
+        parts.append(f"<h3>{html.escape(heading)}</h3>{tokens_markup(tokens, relevance, special)}")
     parts.append("</body></html>")
     return "".join(parts)

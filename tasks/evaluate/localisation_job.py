@@ -62,7 +62,10 @@ def _scores(sample: dict, exp, modality: str, relevance, detail: dict | None, se
 
 def _prompt_scores(sample: dict, exp, relevance, knobs: dict) -> dict | str:
     """A generated token's map over the prompt and earlier generated tokens, scored on the prompt's words only
-    (the ground truth names prompt words; the generated ones are not candidates)."""
+    (the ground truth names prompt words; the generated ones are not candidates). The ground truth is the answer's:
+    only the first generated token is scored (later ones, an end token, follow from it)."""
+    if exp.target != 0:
+        return "the ground truth is the answer's (the first generated token); later generated tokens are not scored"
     found = candidates_and_truth(sample, "text", relevance, exp.tokens.get("text"), exp.special.get("text"))
     if isinstance(found, str):
         return found

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import html
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,8 @@ class Example:
     kind: str  # best | worst
     metric: str
     value: float
-    file: str  # relative to the report folder
+    file: str | None = None  # an image, relative to the report folder
+    markup: str | None = None  # coloured text, inlined in the page
 
 
 def pick(store: Store, run_id: str, methods: list[str], per_side: int = 1) -> list[tuple[str, str, str, str, float]]:
@@ -51,7 +52,7 @@ def draw(store: Store, run_id: str, out: Path, per_side: int = 1) -> list[Exampl
     (out / "examples").mkdir(parents=True, exist_ok=True)
     examples = []
     for method, sid, kind, metric, value in pick(store, run.run_id, run.methods, per_side):
-        exps = store.load_explanations(run.run_id, method=method, sample_ids=[sid])
+        exps = sorted(store.load_explanations(run.run_id, method=method, sample_ids=[sid]), key=lambda e: e.target)
         if not exps:
             continue
         exp, stem = exps[0], f"examples/{method}-{kind}-{file_safe(sid)}"
@@ -59,13 +60,22 @@ def draw(store: Store, run_id: str, out: Path, per_side: int = 1) -> list[Exampl
         if "image" in exp.relevance:
             render.image_panels(sample_image(store, run, sid), [(method, exp.relevance["image"])], caption).save(
                 out / f"{stem}.png")
-            examples.append(Example(method, sid, kind, metric, value, f"{stem}.png"))
+            examples.append(Example(method, sid, kind, metric, value, file=f"{stem}.png"))
         if "text" in exp.relevance:
-            page = render.tokens_html([(caption, exp.tokens.get("text") or [], exp.relevance["text"],
-                                        exp.special.get("text"))], html.escape(caption))
-            (out / f"{stem}.html").write_text(page, encoding="utf-8")
-            examples.append(Example(method, sid, kind, metric, value, f"{stem}.html"))
+            examples.append(Example(method, sid, kind, metric, value, markup=text_markup(exps)))
     return examples
+
+
+def text_markup(exps) -> str:
+    """A sample's text maps as coloured tokens: one line per generated token (the token each map explains, in
+    generation order), or the sample's one map."""
+    lines = []
+    for exp in exps:
+        detail = json.loads(exp.target_detail) if exp.target_detail else {}
+        generated = "token" in detail and "position" in detail
+        lines.append(render.tokens_markup(exp.tokens.get("text") or [], exp.relevance["text"],
+                                          exp.special.get("text"), detail["token"] if generated else None))
+    return "".join(lines)
 
 
 def sample_image(store: Store, run, sample_id: str):

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from storage.store import Store
+from storage.store.render import TOKEN_STYLE
 from tasks.evaluate.aggregate import stored_summary
 from tasks.evaluate.specs import metric_spec
 from tasks.report.comparison import comparison_sections
@@ -19,7 +20,7 @@ from tasks.report.plots import line_chart
 STYLE = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}table{border-collapse:collapse;"
          "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
          "td.n{text-align:right}tr.best td{font-weight:bold}img{margin:4px;border:1px solid #ddd}"
-         "iframe{width:100%;height:8em;border:1px solid #ddd}.note{color:#666}")
+         ".note{color:#666}figure.text{margin:1em 0}" + TOKEN_STYLE)
 RESULT_COLUMNS = ("metric", "modality", "rank", "method", "mean", "95% interval", "n",
                   "not significantly different from")
 
@@ -72,9 +73,9 @@ def _examples(examples: list[Example]) -> str:
     parts = []
     for ex in examples:
         label = html.escape(f"{ex.method} — {ex.kind} by {ex.metric} ({ex.value:.2f}), sample {ex.sample_id}")
-        src = html.escape(ex.file)
-        parts.append(f"<figure><img src='{src}' alt='{label}'><figcaption>{label}</figcaption></figure>"
-                     if ex.file.endswith(".png") else f"<p>{label}</p><iframe src='{src}' title='{label}'></iframe>")
+        image = f"<img src='{html.escape(ex.file)}' alt='{label}'>" if ex.file else ""
+        parts.append(f"<figure>{image}<figcaption>{label}</figcaption></figure>"
+                     if ex.file else f"<figure class='text'><figcaption>{label}</figcaption>{ex.markup}</figure>")
     return "".join(parts)
 
 

@@ -31,14 +31,14 @@ def test_a_sample_depends_only_on_split_seed_and_id(seed, index, split):
 @given(seed=st.integers(0, 2**32 - 1), index=st.integers(0, 9_999))
 def test_ground_truth_is_the_queried_pair_and_the_query_key(seed, index):
     sample = KvRetrieval(seed=seed, n=10_000)[index]
-    words, (key, value, query) = sample["text"].split(), sample["ground_truth"]["text_tokens"]
+    words, (pair, query) = sample["text"].split(), sample["ground_truth"]["text_tokens"]
     pairs = sample["ground_truth"]["pairs"]
-    assert MIN_PAIRS <= pairs <= MAX_PAIRS and len(words) == 3 * pairs + 3
-    table = {words[3 * j]: words[3 * j + 2] for j in range(pairs)}
+    assert MIN_PAIRS <= pairs <= MAX_PAIRS and len(words) == pairs + 3
+    table = dict(word.split("=") for word in words[:pairs])
     assert len(table) == pairs and set(table) <= set(KEY_WORDS) and set(table.values()) <= set(VALUE_WORDS)
-    assert all(words[3 * j + 1] == "=" for j in range(pairs)) and words[-3] == ";" and words[-1] == "?"
-    assert query == len(words) - 2 and words[key] == words[query] and value == key + 2 and key % 3 == 0
-    assert sample["label"] == table[words[query]] == words[value] and sample["label"] in KvRetrieval.label_names
+    assert words[-3] == ";" and words[-1] == "?" and query == len(words) - 2 and pair < pairs
+    assert words[pair] == f"{words[query]}={sample['label']}" and table[words[query]] == sample["label"]
+    assert sample["label"] in KvRetrieval.label_names
 
 
 def test_lengths_and_queried_positions_vary():
@@ -73,7 +73,7 @@ def test_reference_parameters_and_fingerprint():
 
 def test_evaluation_reads_the_ground_truth_on_word_level_tokens():
     """A word-level tokenizer's tokens (after its BOS) are the prompt's words, so the evaluation's text ground truth
-    marks exactly the three relevant tokens."""
+    marks exactly the two relevant tokens (the pair, the query key)."""
     sample = KvRetrieval(n=1)[0]
     tokens = ["<s>", *sample["text"].split()]
     special = np.array([True] + [False] * (len(tokens) - 1))
