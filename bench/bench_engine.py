@@ -25,6 +25,7 @@ Examples:
   python bench/bench_engine.py --model vit-b16 --device cuda --precision bfloat16   # batch 128
   python bench/bench_engine.py --model bert-base --device cuda --json out/bench.json
   python bench/bench_engine.py --model tiny-vit --profile        # where batched chefer2021 spends time
+  python bench/bench_engine.py --smoke                           # tiny-vit, batch 4, one repetition (the tests)
 """
 
 from __future__ import annotations
@@ -502,7 +503,12 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
     p.add_argument("--profile", action="store_true",
                    help="also split batched chefer2021 into phases and print torch.profiler's top operators")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny-vit, batch 4, loop of 2, no warm-up, one repetition, 1 thread: seconds")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.model, args.batch_size, args.loop_samples, args.repeats, args.warmup, args.threads = \
+            ["tiny-vit"], 4, 2, 1, 0, 1
     for name in ("batch_size", "loop_samples", "repeats"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")

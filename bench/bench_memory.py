@@ -2,10 +2,9 @@
 """Peak memory of explaining one long text against sequence length: fused capture, eager capture and the sdpa
 forward + backward floor (frozen weights, input embeddings requiring grad).
 
-A BERT-shaped classifier with random weights (seed 0) and 4,096 positions; one text of n tokens per case, each
-case in a fresh process so that one cannot inherit another's allocations. Memory is the process's peak resident
-set (Linux VmHWM, reset with /proc/self/clear_refs after the model and the input are built) minus the resident
-set at that point: what the pass itself added. On a CUDA device, torch.cuda.max_memory_allocated instead.
+A BERT-shaped classifier with random weights (seed 0) and 4,096 positions; one text of n tokens per case. Memory
+is what the pass adds at its peak, measured as bench/peak_memory.py says: the resident set of a fresh process per
+case on CPU, torch.cuda.max_memory_allocated on a CUDA device.
 
     python bench/bench_memory.py                          # 128 … 4,096 tokens, 4 heads (a few minutes on CPU)
     python bench/bench_memory.py --tokens 2048 --heads 4 8 16   # flat in the number of heads?
@@ -17,25 +16,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from peak_memory import peak_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("floor", "fused", "eager")
 
 
-def rss_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def one_case(case: str, tokens: int, heads: int, hidden: int, layers: int, device: str) -> dict:
-    """Runs in its own process: build, reset the peak, run the case once, report."""
+def case_pass(case: str, tokens: int, heads: int, hidden: int, layers: int, device: str):
+    """Build the model and the text; the case's pass, for peak_memory.peak_bytes."""
     import torch
     import transformers as T
 
@@ -64,31 +56,7 @@ def one_case(case: str, tokens: int, heads: int, hidden: int, layers: int, devic
     else:
         def run():
             models.explain(m, batch, "chefer2021")
-    run()  # warm-up: allocator pools and lazy initialisation are not the pass's own memory
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        run()
-        torch.cuda.synchronize()
-        return {"bytes": torch.cuda.max_memory_allocated() - base}
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
-    base = rss_bytes("VmRSS")
-    run()
-    return {"bytes": rss_bytes("VmHWM") - base}
-
-
-def measure(case: str, tokens: int, heads: int, args) -> int:
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import bench_memory as b; "
-            f"print(json.dumps(b.one_case({case!r}, {tokens}, {heads}, {args.hidden}, {args.layers}, "
-            f"{args.device!r})))")
-    # tensors above 64 kB come from mmap and go back on free, so the peak RSS follows the live tensors instead of
-    # what glibc's arenas kept (without it the same case varies by ±40% between runs)
-    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
-    if done.returncode:
-        raise RuntimeError(f"{case} at {tokens} tokens failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["bytes"]
+    return run
 
 
 def main(argv=None) -> int:
@@ -111,8 +79,9 @@ def main(argv=None) -> int:
           f"{'eager÷floor':>12}")
     for heads in args.heads:
         for tokens in args.tokens:
-            got = {case: statistics.median(measure(case, tokens, heads, args) for _ in range(args.repeats))
-                   for case in CASES}
+            shape = dict(tokens=tokens, heads=heads, hidden=args.hidden, layers=args.layers)
+            got = {case: statistics.median(peak_bytes(case_pass, args.device, case=case, **shape)
+                                           for _ in range(args.repeats)) for case in CASES}
             mb = {case: got[case] / 2 ** 20 for case in CASES}
             floor = max(mb["floor"], 1e-9)
             print(f"{tokens:>7} {heads:>5} " + " ".join(f"{mb[c]:>9.1f}" for c in CASES) +

@@ -11,24 +11,29 @@ The per-target path is the same engine asked for one target per sample at a time
 backward for the j-th target of every sample in the batch; so the two differ only in how targets share passes.
 
     OMP_NUM_THREADS=1 python bench/bench_multitarget.py [--batch 8] [--repeats 3]
+    python bench/bench_multitarget.py --smoke               # batch 2, one repetition (the test suite runs it)
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
 import transformers
 
-import models
-from models.capture import CapturePlan
-from models.images import PixelTransform
-from models.run_capture import run_capture
-from storage.datasets import open_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import models  # noqa: E402
+from models.capture import CapturePlan  # noqa: E402
+from models.images import PixelTransform  # noqa: E402
+from models.run_capture import run_capture  # noqa: E402
+from storage.datasets import open_dataset  # noqa: E402
 
 METHOD = models.methods.get_method("chefer2021")
 CAPTION_TOKENS = 10
@@ -107,7 +112,10 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--smoke", action="store_true", help="batch 2, one repetition: seconds")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.batch, args.repeats = 2, 1
     torch.set_num_threads(args.threads)
     print(f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}, batch {args.batch}, "
           f"best of {args.repeats}")

@@ -13,6 +13,7 @@ warm-up; preprocessing and maps are made outside the timing.
   python bench/bench_perturbation.py                        # canvas-sized ViT, drop, CPU, 1 thread
   python bench/bench_perturbation.py --model text --samples 64
   python bench/bench_perturbation.py --mode zero --device cuda --samples 256 --batch 256 --max-rows 4096
+  python bench/bench_perturbation.py --smoke                # 4 samples, one repetition (the test suite runs it)
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: torch's choice)")
+    p.add_argument("--smoke", action="store_true", help="4 samples, a loop of 1, one repetition: seconds")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.samples, args.loop_samples, args.repeats = 4, 1, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     m, make, modality, steps = build(args.model, args.device)

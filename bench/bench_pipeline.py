@@ -25,6 +25,7 @@ grey, patch 8, 4 layers, hidden 128); the script says which.
     python bench/bench_pipeline.py                       # 5,000 samples; RSS at 1,000 and 10,000
     python bench/bench_pipeline.py --samples 1000 --rss-sizes 500 2000
     python bench/bench_pipeline.py --json out/bench_pipeline.json
+    python bench/bench_pipeline.py --smoke               # 64 samples, one audit (the test suite runs it)
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def child(spec: str) -> None:
 
     configure_environment()
     from flows.audit import run_audit
-    from flows.plan import AuditRequest
+    from flows.request import AuditRequest
 
     s = json.loads(spec)
     summary = run_audit(AuditRequest(model=s["model"], data=DATA.format(n=s["n"]), methods=s["methods"],
@@ -128,7 +129,7 @@ def child(spec: str) -> None:
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[1000, 10_000])
@@ -139,7 +140,11 @@ def main() -> None:
                         "disturbed of each is compared (default 2)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="64 samples, one audit, RSS of that audit only: the start-up's time, not the scale")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.samples, args.rss_sizes, args.repeat = 64, [64], 1
     if args.child:
         return child(args.child)
 

@@ -7,7 +7,7 @@
    store / file each time. Target: store ≥ 0.5× raw.
 2. bytes on disk per stored value: the explanations table's Parquet files / (maps × 197), float32 and the
    float16 option (values rounded to float16 precision, column still float32).
-3. query: --maps stored maps (default 1M, in shards of 100k) with predictions over 10 labels; the mean
+3. query: --maps stored maps (default 1M, in shards of --shard-maps, 100k) with predictions over 10 labels; the mean
    relevance per label and token position through `Store.sql` (DuckDB over the views, which join the shard
    markers), in two formulations: one `avg(relevance[i])` per position (wide, then unpivoted) and
    `unnest` + `generate_subscripts` (long). Cold = first run after opening; warm = best of --repeat.
@@ -21,6 +21,7 @@ Examples:
   python bench/bench_store.py                         # 100k write + 1M-map query (~2 min, ~0.8 GB in a temp dir)
   python bench/bench_store.py --maps 200000 --repeat 2  # quicker
   python bench/bench_store.py --json out/bench_store.json --keep /tmp/store1m
+  python bench/bench_store.py --smoke                 # thousands of maps, three shards (the test suite runs it)
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from storage.store import RunSpec, Store  # noqa: E402
 
 VALUES = 197
 GRID = 14
-CHUNK = 100_000
 
 
 def synthetic_maps(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -79,7 +79,8 @@ def prediction_rows(run_id: str, first: int, labels: np.ndarray, shard_id: int) 
         "target_index": pa.array(np.zeros(n, np.int32)), "target_label": pa.array(names),
         "score": pa.array(np.ones(n, np.float32)), "probability": pa.array(np.ones(n, np.float32)),
         "prediction": pa.array(labels.astype(np.int32)), "label": pa.array(names),
-        "correct": pa.array(np.ones(n, bool)), "shard_id": pa.array(np.full(n, shard_id, np.int32))},
+        "correct": pa.array(np.ones(n, bool)), "shard_id": pa.array(np.full(n, shard_id, np.int32)),
+        "target_detail": pa.nulls(n, pa.string())},  # a classifier's targets are classes: no box, no token
         schema=tables.PREDICTIONS)
 
 
@@ -131,9 +132,9 @@ LONG = ("SELECT label, pos - 1 AS position, avg(v) AS mean FROM ("
         "GROUP BY ALL ORDER BY label, position")
 
 
-def build_query_store(folder: Path, n: int, rng) -> tuple[Store, str, dict]:
+def build_query_store(folder: Path, n: int, shard_maps: int, rng) -> tuple[Store, str, dict]:
     store = Store.open(folder, create=True)
-    shard = min(CHUNK, n)
+    shard = min(shard_maps, n)
     run = store.begin_run(spec(n, shard, tag="query"))
     check: dict[str, list] = {"sum": np.zeros((10, VALUES)), "count": np.zeros(10)}
     started = time.perf_counter()
@@ -172,11 +173,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write-maps", type=int, default=100_000, help="maps in the write benchmark (100k)")
     parser.add_argument("--maps", type=int, default=1_000_000, help="maps stored for the query benchmark (1M)")
+    parser.add_argument("--shard-maps", type=int, default=100_000, help="maps per shard of the query store (100k)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", help="work folder (default: a temporary one)")
     parser.add_argument("--keep", help="keep the query store at this path")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--smoke", action="store_true", help="2,000 maps written, 5,000 queried in shards of 2,000")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.write_maps, args.maps, args.shard_maps, args.repeat = 2000, 5000, 2000, 1
     rng = np.random.default_rng(0)
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench_store_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -198,7 +203,7 @@ def main(argv=None) -> int:
         folder = Path(args.keep) if args.keep else work / "query"
         if folder.exists():
             shutil.rmtree(folder)
-        store, run_id, built = build_query_store(folder, args.maps, rng)
+        store, run_id, built = build_query_store(folder, args.maps, args.shard_maps, rng)
         stored = parquet_bytes(folder / "explanations")
         out["query"] = {"maps": args.maps, "store_write_s": built["write_s"],
                         "bytes_per_value": stored / (args.maps * VALUES), "results": {}}

@@ -3,6 +3,7 @@
 
     python bench/bench_vqa.py                                  # builtin:fashion-lxmert, CPU, 1 thread
     python bench/bench_vqa.py --model builtin:fashion-visualbert --device cuda --batch-size 256
+    python bench/bench_vqa.py --smoke                          # 8 samples, batch 4 (the test suite runs it)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def rate(m, batches) -> float:
     return sum(b.size for b in batches) / (time.perf_counter() - started)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="builtin:fashion-lxmert")
     p.add_argument("--samples", type=int, default=512)
@@ -41,7 +42,10 @@ def main() -> None:
     p.add_argument("--loop-samples", type=int, default=64, help="samples the per-sample loop explains")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
+    p.add_argument("--smoke", action="store_true", help="8 samples in batches of 4, a loop of 2: seconds")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.samples, args.batch_size, args.loop_samples = 8, 4, 2
     torch.set_num_threads(args.threads)
     m = models.load(args.model, device=args.device)
     data = open_dataset(f"builtin:fashion-vqa?n={args.samples}")

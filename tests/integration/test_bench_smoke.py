@@ -1,5 +1,7 @@
-"""Every benchmark script runs (tiny sizes) so that none rots between the sessions that measure with them."""
+"""Every benchmark script runs (`--smoke`: tiny sizes) so that none rots between the sessions that measure with them.
+Each test asserts on figures the script could only print or write by measuring."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,18 +12,58 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def run(*args):
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, f"bench/{script}", "--smoke", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
 
 
-def test_bench_memory_smoke():
-    out = run("bench/bench_memory.py", "--smoke")
+def test_bench_engine():
+    out = run("bench_engine.py")
+    assert "fused / eager capture" in out and "max abs diff" in out and "WARNING" not in out
+
+
+def test_bench_memory():
+    out = run("bench_memory.py")
     assert "fused÷floor" in out and out.count("x") >= 4
 
 
-def test_bench_engine_tiny():
-    out = run("bench/bench_engine.py", "--model", "tiny-vit", "--batch-size", "4", "--loop-samples", "2",
-              "--repeats", "1", "--warmup", "0", "--threads", "1")
-    assert "fused / eager capture" in out and "WARNING" not in out
+def test_bench_lm(tmp_path):
+    out = run("bench_lm.py", "--json", str(tmp_path / "lm.json"))
+    (row,) = json.loads((tmp_path / "lm.json").read_text())["rows"]
+    assert row["tokens"] == 48 and "fused÷floor" in out
+    assert all(row[f"{case}_targets_per_s"] > 0 for case in ("fused", "eager", "floor"))
+    assert row["eager_mb"] > row["fused_mb"]  # eager keeps every layer's per-head maps: measured, not zero
+
+
+def test_bench_store(tmp_path):
+    run("bench_store.py", "--json", str(tmp_path / "store.json"))
+    figures = json.loads((tmp_path / "store.json").read_text())
+    assert figures["write"]["maps"] == 2000 and figures["write"]["store_maps_per_s"] > 0
+    assert figures["query"]["maps"] == 5000
+    results = figures["query"]["results"].values()
+    assert len(results) == 2 and all(r["max_abs_err"] < 1e-6 for r in results)
+
+
+def test_bench_perturbation():
+    out = run("bench_perturbation.py")
+    assert out.count("ms/sample") == 3 and "batched / floor" in out and "loop / batched" in out
+
+
+def test_bench_vqa():
+    figures = json.loads(run("bench_vqa.py"))
+    assert figures["batched_samples_per_s"] > 0 and figures["loop_samples_per_s"] > 0
+
+
+def test_bench_multitarget():
+    out = run("bench_multitarget.py")
+    table = out[out.index("one pass"):]
+    assert all(name in table for name in ("fashion-captioner (trained)", "captioner, random", "DETR")), out
+
+
+@pytest.mark.e2e  # the audit flow through Prefect and Ray
+def test_bench_pipeline(tmp_path):
+    run("bench_pipeline.py", "--json", str(tmp_path / "pipeline.json"))
+    figures = json.loads((tmp_path / "pipeline.json").read_text())
+    assert figures["samples"] == 64 and figures["pipeline_seconds"] > 0 and figures["peak_rss_mb"]["64"] > 0
