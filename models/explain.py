@@ -101,7 +101,8 @@ def _run_passes(m: LoadedModel, batch: Batch, methods: Sequence[Method], request
             result = run_capture(m.adapter, batch, plan, m.precision, requested if first is None else again)
             first = first or result
         for x in group:
-            rows = finalize_rows(x.attribute(result.capture), result.capture, x.identity)
+            rows = finalize_rows(m.adapter.attribute(x, result.capture, batch, result.targets), result.capture,
+                                 x.identity)
             notes = x.notes(result.capture) if len(first.targets) else {}
             errors = {t: f"{x.spec}: non-finite relevance" for t in _nonfinite(rows)}
             maps[x.spec] = ({k: v.cpu().numpy() for k, v in rows.items()}, notes, errors)

@@ -5,6 +5,7 @@ from models.adapters.captioner import CaptionerAdapter
 from models.adapters.causal_lm import CausalLMAdapter
 from models.adapters.clip import ClipAdapter
 from models.adapters.detr import DetrAdapter
+from models.adapters.llava import LlavaAdapter
 from models.adapters.lxmert import LxmertVqaAdapter
 from models.adapters.seq2seq import Seq2SeqAdapter
 from models.adapters.text_classifier import MeanPoolAdapter, TextClassifierAdapter
@@ -14,7 +15,7 @@ from models.errors import UnsupportedModelError
 
 ADAPTERS: tuple[type[Adapter], ...] = (ViTAdapter, TextClassifierAdapter, MeanPoolAdapter, LxmertVqaAdapter,
                                        VisualBertVqaAdapter, DetrAdapter, CaptionerAdapter, Seq2SeqAdapter,
-                                       ClipAdapter, CausalLMAdapter)
+                                       ClipAdapter, CausalLMAdapter, LlavaAdapter)
 
 
 def supported_families() -> str:

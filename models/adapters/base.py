@@ -69,6 +69,11 @@ class Adapter:
         chosen = predicted if requested is None else torch.where(requested >= 0, requested, predicted)
         return Targets.one_per_sample(chosen, predicted, capture.readouts, self.label_names)
 
+    def attribute(self, method, capture: Capture, batch: Batch, targets: Targets) -> dict[str, torch.Tensor]:
+        """`method`'s readout rows over the pass's per-target `capture`. Where one stream feeds another (a VLM's
+        vision tower under its language model) the adapter composes the streams' rows here."""
+        return method.attribute(capture)
+
     def maps(self, row: dict[str, np.ndarray], batch: Batch, i: int) -> SampleMaps:
         """The maps of one target of sample i from its readout row {modality: (n,)} (numpy)."""
         raise NotImplementedError
