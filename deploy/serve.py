@@ -20,19 +20,14 @@ DEFAULT_CRON = "0 2 * * *"  # nightly, 02:00 UTC
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flows.request import ComputeSpec, MapSpec
+    from flows.request_options import add_options
+
     p = argparse.ArgumentParser(prog="deploy/serve.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="nightly", help="the audit deployment's name (default nightly)")
-    p.add_argument("--model", required=True, help="builtin:NAME, a checkpoint folder or a hub id")
-    p.add_argument("--data", required=True, help="a data reference (builtin:NAME, imagefolder:PATH, ...)")
-    p.add_argument("--store", required=True, help="store folder or URI, reachable from every Ray worker")
-    p.add_argument("--methods", nargs="+", metavar="NAME", help="default: every method")
-    p.add_argument("--limit", type=int, help="audit only the first N samples")
-    p.add_argument("--target", default="predicted", help="predicted (default), label or a class index")
-    p.add_argument("--batch-size", type=int, help="samples per forward/backward pass in a worker")
-    p.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, or one per CPU core)")
-    p.add_argument("--gpus-per-worker", type=float, help="GPUs per actor on a GPU cluster (default 1)")
-    p.add_argument("--device", help="auto (default), cpu, cuda ...")
+    add_options(p, MapSpec, required=("model", "data"))  # the audit's request, as `attn-audit audit` takes it
+    add_options(p, ComputeSpec, skip=("force",))  # a nightly --force would recompute every night
     when = p.add_mutually_exclusive_group()
     when.add_argument("--cron", default=DEFAULT_CRON, help=f"the audit's schedule (default '{DEFAULT_CRON}')")
     when.add_argument("--interval", type=float, help="the audit every N seconds instead of --cron")
@@ -48,25 +43,23 @@ def deployments(args: argparse.Namespace) -> list:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron, Interval
 
-    from flows.scheduled import scheduled_audit
+    from flows.audit import audit
+    from flows.request import ComputeSpec, MapSpec, build_request
+    from flows.request_options import given
     from flows.watch import watch_checkpoints
 
     # one flow run of each at a time; a run due while the previous one still works is cancelled, not queued (the
     # next look, or the next night, does the same work)
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-
-    compute = {k: v for k, v in {"batch_size": args.batch_size, "workers": args.workers,
-                                 "gpus_per_worker": args.gpus_per_worker, "device": args.device}.items()
-               if v is not None}
-    audit = {"model": args.model, "data": args.data, "store": args.store, "methods": args.methods,
-             "limit": args.limit, "target": args.target, **compute}
+    request = build_request(**given(args, MapSpec), **given(args, ComputeSpec))  # refused here when invalid
     schedule = Interval(args.interval) if args.interval else Cron(args.cron, timezone=args.timezone)
-    out = [scheduled_audit.to_deployment(
-        name=args.name, parameters={k: v for k, v in audit.items() if v is not None}, concurrency_limit=one_at_a_time,
-        description=f"attn-audit of {args.model} on {args.data} into {args.store}", tags=["attn-audit"],
-        schedule=schedule)]
+    out = [audit.to_deployment(
+        name=args.name, parameters={"request": request.model_dump(mode="json", exclude_defaults=True)},
+        concurrency_limit=one_at_a_time, tags=["attn-audit"], schedule=schedule,
+        description=f"attn-audit of {args.model} on {args.data} into {request.compute.store}")]
     if args.watch:
-        watch = {"folder": os.path.abspath(args.watch), "store": args.store, "data": args.watch_data, **compute}
+        watch = {"folder": os.path.abspath(args.watch), "data": args.watch_data,
+                 "compute": request.compute.model_dump(mode="json", exclude_defaults=True)}
         out.append(watch_checkpoints.to_deployment(
             name="checkpoints", interval=args.watch_interval, concurrency_limit=one_at_a_time, tags=["attn-audit"],
             parameters={k: v for k, v in watch.items() if v is not None},

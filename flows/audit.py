@@ -1,36 +1,39 @@
-"""The `audit` and `explain` flows: plan shards → one Prefect task per shard on a pool of Ray actors (each
-actor explains its shard and commits it to the store) → downstream jobs (audit only) → finish the run →
-summary (terminal table, Prefect artifacts).
+"""The `audit` and `explain` flows: plan the request → start or attach Ray → one Prefect task per shard on a
+pool of Ray actors (each actor explains its shard and commits it to the store) → downstream jobs (audit only:
+evaluation, report, ...) → finish the run → summary (terminal table, Prefect artifacts).
+
+The flows take the request itself as their parameters, so `prefect deploy` of `flows/audit.py:audit` runs an audit
+with no script of ours around it. `run_audit` is the in-process entry point (the CLI's `audit` and `explain`, the
+Python API): it checks the request before anything starts (flows.plan), uses Prefect's temporary server or
+PREFECT_API_URL (flows.prefect_settings), and calls the flow.
 
     summary = run_audit(AuditRequest(model="builtin:fashion-vit", data="builtin:fashion-canvas",
                                      methods=["chefer2021", "rollout"], store="out/store"))
 
-`run_audit` is the entry point (the CLI's `audit` and `explain` call it): it checks the request before
-anything starts (flows.plan), starts or attaches Ray when shards are pending (flows.ray_cluster), uses
-Prefect's temporary server or PREFECT_API_URL (flows.prefect_settings), and calls the flow. See
-docs/workflow.md.
+See docs/workflow.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import models
-from flows.plan import AuditRequest, RunPlan, plan_run
+from flows.downstream import EVALUATE_AND_REPORT, NONE, Downstream, JobContext
+from flows.plan import RunPlan, plan_run
 from flows.prefect_settings import prefect_session
 from flows.progress import shard_progress
 from flows.ray_cluster import ray_session
+from flows.request import AuditRequest
 from storage.store import RunInfo, Store, StoreError
 from tasks.actors import (
     ActorPool,
@@ -46,25 +49,6 @@ from tasks.shard_task import RETRIES, downstream_task, explain_shard_task, is_tr
 from tasks.shards import Shard, auto_shard_size, pending_shards, plan_shards
 
 MAX_ARTIFACT_ROWS = 500
-
-
-@dataclass
-class JobContext:
-    """What a downstream job gets: the store and the finished (all shards committed) run, and the run's Ray
-    actors while they are up (None when this invocation computed no shard: a job then works in-process)."""
-
-    store: Store
-    run: RunInfo
-    plan: RunPlan
-    pool: ActorPool | None = None
-    progress: bool = False  # draw progress bars (on a terminal)
-
-
-DownstreamJob = Callable[[JobContext], "dict[str, str] | None"]  # returns paths to show, e.g. {"report": ...}
-
-# The jobs `audit` runs after every shard is committed (the evaluation issue registers its jobs here);
-# `explain` runs none. Each runs as a Prefect task named after the function.
-DOWNSTREAM_JOBS: list[DownstreamJob] = []
 
 
 @dataclass
@@ -95,8 +79,9 @@ class RunSummary:
     prefect_api: str = ""
     flow_run_id: str | None = None
     flow_run_name: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: plan, ray_start, prefect_start,
-    # workers_ready, shards, finish (downstream + finish + summary), flow, teardown
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: check (run_audit's plan), prefect_start,
+    # plan (the flow's), ray_start, workers_ready, shards, commits, finish (downstream + finish + summary), ray_stop,
+    # teardown (Prefect's temporary server)
     seconds: float = 0.0  # wall time of run_audit
 
     @property
@@ -105,64 +90,83 @@ class RunSummary:
 
 
 @dataclass
-class _Runtime:
-    """What the flow needs that is not a flow parameter (not JSON, or not to be sent to the Prefect API)."""
+class _Session:
+    """What one flow run works with besides its parameters: credentials (never a parameter: the Prefect API stores
+    parameters), the placement of its actors once Ray is up, and its timings."""
 
     storage_options: dict[str, str] | None
-    placement: Placement | None
-    downstream: list[DownstreamJob]
     progress: bool
-    ray: str
-    prefect_api: str
     timings: dict[str, float]
-    flow_called: float = 0.0
+    placement: Placement | None = None
+    ray: str = "not started (nothing to compute)"
     workers: list[dict] = field(default_factory=list)  # info() of each actor
 
 
-_RUNTIME: ContextVar[_Runtime] = ContextVar("attn_audit_runtime")
+# Object-store credentials handed to run_audit in this process, by store URI (see flows.request)
+_STORAGE_OPTIONS: dict[str, dict[str, str]] = {}
 
 
 def run_audit(request: AuditRequest, *, kind: str = "audit", progress: bool = True, verbose: bool = False,
-              downstream: list[DownstreamJob] | None = None) -> RunSummary:
-    """Plan, start what is needed, run the `audit` (or `explain`: no downstream jobs) flow, stop what was
-    started. Returns the summary; raises AttnAuditError / DatasetError for the user's mistakes and when
-    shards fail after their retries (the committed ones are kept: rerunning resumes)."""
+              downstream: Downstream | None = None, storage_options: dict[str, str] | None = None) -> RunSummary:
+    """Check the request, then run the `audit` (or `explain`: no downstream jobs) flow on Prefect's temporary
+    server or PREFECT_API_URL. Returns the summary; raises AttnAuditError / DatasetError for the user's mistakes
+    (before any server starts) and when shards fail after their retries (the committed ones are kept: rerunning
+    resumes)."""
     if kind not in FLOWS:
         raise ValueError(f"kind must be one of {sorted(FLOWS)}")
     started = time.perf_counter()
-    plan = plan_run(request)
-    timings = {"plan": time.perf_counter() - started}
-    jobs = (list(DOWNSTREAM_JOBS) if downstream is None else list(downstream)) if kind == "audit" else []
-    with ExitStack() as stack:
-        placement, ray_text = None, "not started (nothing to compute)"
-        if plan.shards_pending:
-            info = stack.enter_context(ray_session(verbose=verbose))
-            placement = plan_placement(node_resources(), plan.workers, plan.gpus_per_worker, plan.device,
-                                       max_workers=plan.shards_pending, worker_bytes=worker_bytes(plan.model_ref))
-            timings["ray_start"] = info.seconds
-            ray_text = f"{info.mode} {info.address}"
-        if plan.shard_size is None:  # a new run with an automatic shard size: now the workers are known
-            plan.shard_size = auto_shard_size(plan.num_samples, placement.workers if placement else 1)
-        api = stack.enter_context(prefect_session())
-        runtime = _Runtime(request.storage_options, placement, jobs, progress, ray_text,
-                           api or "temporary local server", timings)
-        token = _RUNTIME.set(runtime)
-        stack.callback(_RUNTIME.reset, token)
-        runner = ThreadPoolTaskRunner(max_workers=placement.workers if placement else 1)
-        runtime.flow_called = time.perf_counter()
-        summary = FLOWS[kind].with_options(task_runner=runner)(plan)
+    plan_run(request, storage_options)  # the user's mistakes end here, as one line, before Prefect and Ray start
+    checked = time.perf_counter()
+    if storage_options:
+        _STORAGE_OPTIONS[request.compute.store] = storage_options
+    with prefect_session() as api:
+        called = time.time()
+        options = {"downstream": downstream or EVALUATE_AND_REPORT} if kind == "audit" else {}
+        summary = FLOWS[kind](request, progress=progress, verbose=verbose, **options)
         flow_done = time.perf_counter()
-        timings["flow"] = flow_done - runtime.flow_called
-    timings["teardown"] = time.perf_counter() - flow_done  # Prefect's temporary server and a local Ray stop
-    summary.timings = timings
+    summary.prefect_api = api or "temporary local server"
+    summary.timings = {"check": checked - started, "prefect_start": summary.timings.pop("flow_started_at") - called,
+                       **summary.timings, "teardown": time.perf_counter() - flow_done}
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _execute(plan: RunPlan, kind: str) -> RunSummary:
+def _execute(request: AuditRequest, downstream: Downstream, kind: str, progress: bool, verbose: bool) -> RunSummary:
     """The body of both flows."""
-    rt = _RUNTIME.get()
-    rt.timings["prefect_start"] = time.perf_counter() - rt.flow_called
+    timings = {"flow_started_at": time.time()}
+    options = _STORAGE_OPTIONS.get(request.compute.store)
+    started = time.perf_counter()
+    plan = plan_run(request, options)
+    timings["plan"] = time.perf_counter() - started
+    _name_flow_run(f"{kind}-{plan.run_id}")
+    rt = _Session(options, progress, timings)
+    with ExitStack() as stack:
+        if plan.shards_pending:
+            info = stack.enter_context(ray_session(verbose=verbose))
+            rt.placement = plan_placement(node_resources(), plan.compute.workers, plan.compute.gpus_per_worker,
+                                          plan.compute.device, max_workers=plan.shards_pending,
+                                          worker_bytes=worker_bytes(plan.model_ref))
+            timings["ray_start"] = info.seconds
+            rt.ray = f"{info.mode} {info.address}"
+        if plan.shard_size is None:  # a new run with an automatic shard size: now the workers are known
+            plan.shard_size = auto_shard_size(plan.num_samples, rt.placement.workers if rt.placement else 1)
+        summary = _audit_run(plan, downstream, kind, rt)
+        stopping = time.perf_counter()
+    timings["ray_stop"] = time.perf_counter() - stopping  # a local Ray stops with the flow
+    summary.timings = timings
+    return summary
+
+
+def _name_flow_run(name: str) -> None:
+    """Name the flow run after its run id (known once planned), so the Prefect UI finds it by the store's id."""
+    run_id = flow_run.get_id()
+    if run_id:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, name=name)
+
+
+def _audit_run(plan: RunPlan, downstream: Downstream, kind: str, rt: _Session) -> RunSummary:
+    """Begin the run, explain its pending shards, run the downstream jobs, finish it."""
     store = Store.open(plan.store, storage_options=rt.storage_options)
     try:
         run = store.begin_run(plan.spec())
@@ -180,10 +184,9 @@ def _execute(plan: RunPlan, kind: str) -> RunSummary:
             if todo:
                 results = _run_shards(plan, run, todo, rt, done_before, kind, pool)
             finishing = time.perf_counter()
-            for job in rt.downstream:  # the actors stay up for these: they hold the model
-                name = getattr(job, "__name__", "job").replace("_", "-")
-                context = JobContext(store, store.run(run.run_id), plan, pool, rt.progress)
-                outputs.update(downstream_task.with_options(task_run_name=name)(job, context) or {})
+            for job in downstream.steps():  # the actors stay up for these: they hold the model
+                context = JobContext(store, store.run(run.run_id), plan, downstream, pool, rt.progress)
+                outputs.update(downstream_task.with_options(task_run_name=job.__name__)(job, context) or {})
         info = store.finish_run(run.run_id)
     except BaseException:
         with contextlib.suppress(Exception):  # the original error matters more
@@ -197,12 +200,13 @@ def _execute(plan: RunPlan, kind: str) -> RunSummary:
 
 
 @contextmanager
-def _start_pool(plan: RunPlan, run: RunInfo, rt: _Runtime):
+def _start_pool(plan: RunPlan, run: RunInfo, rt: _Session):
     """The run's actors, each with the model loaded; stopped on exit."""
     if rt.placement is None:  # planned with nothing pending, yet shards are missing now
         raise models.AttnAuditError(f"run {run.run_id} lost committed shards since it was planned; run again")
-    config = ExplainerConfig(plan.model_ref, plan.store, plan.device, plan.precision, plan.truncate,
-                             rt.storage_options, plan.capture)
+    maps = plan.request.maps
+    config = ExplainerConfig(plan.model_ref, plan.store, plan.compute.device, maps.precision, maps.truncate,
+                             rt.storage_options, maps.capture)
     started = time.perf_counter()
     with ActorPool(rt.placement, config, label=run.run_id) as pool:
         rt.timings["workers_ready"] = time.perf_counter() - started
@@ -210,14 +214,16 @@ def _start_pool(plan: RunPlan, run: RunInfo, rt: _Runtime):
         yield pool
 
 
-def _run_shards(plan: RunPlan, run: RunInfo, todo: list[Shard], rt: _Runtime, done_before: int,
+def _run_shards(plan: RunPlan, run: RunInfo, todo: list[Shard], rt: _Session, done_before: int,
                 kind: str, pool: ActorPool) -> list[ShardResult]:
-    job = ShardJob(run.run_id, plan.data_ref, tuple(plan.methods), plan.target, plan.batch_size, plan.label_map)
+    job = ShardJob(run.run_id, plan.data_ref, tuple(plan.methods), plan.target, plan.compute.batch_size,
+                   plan.label_map)
     description = f"{'auditing' if kind == 'audit' else 'explaining'} {run.num_samples:,} samples"
     started = time.perf_counter()
-    with shard_progress(description, run.num_samples, done_before, rt.progress) as bar:
-        futures = {explain_shard_task.with_options(task_run_name=s.name).submit(pool, job, s, bar.update): s
-                   for s in todo}
+    with shard_progress(description, run.num_samples, done_before, rt.progress) as bar, \
+            ThreadPoolTaskRunner(max_workers=rt.placement.workers) as runner:  # one shard task per actor at a time
+        futures = {runner.submit(explain_shard_task.with_options(task_run_name=s.name),
+                                 {"pool": pool, "job": job, "shard": s, "on_progress": bar.update}): s for s in todo}
         results, failures = [], []
         for future in as_completed(list(futures)):
             shard = futures[future]
@@ -247,7 +253,7 @@ def _failure_message(failures: list[tuple[Shard, BaseException]], tried: int, do
 
 
 def _summarize(kind: str, plan: RunPlan, store: Store, info: RunInfo, shards: int, skipped: int,
-               computed: list[ShardResult], rt: _Runtime, outputs: dict[str, str]) -> RunSummary:
+               computed: list[ShardResult], rt: _Session, outputs: dict[str, str]) -> RunSummary:
     counts = store.sql(f"SELECT count(*) FILTER (WHERE correct) AS correct, count(correct) AS labelled "
                        f"FROM predictions WHERE run_id = '{info.run_id}'").to_pylist()[0]
     first_errors = [(e["sample_id"], e["stage"], e["message"])
@@ -260,7 +266,7 @@ def _summarize(kind: str, plan: RunPlan, store: Store, info: RunInfo, shards: in
         samples_computed=sum(r.samples for r in computed), store=store.uri,
         paths={"store": store.uri, **outputs}, first_errors=first_errors,
         placement=rt.placement.describe() if rt.placement else "", workers=rt.workers, ray=rt.ray,
-        prefect_api=rt.prefect_api, flow_run_id=flow_run.get_id(), flow_run_name=flow_run.get_name())
+        flow_run_id=flow_run.get_id(), flow_run_name=f"{kind}-{info.run_id}")
 
 
 def _artifacts(s: RunSummary, store: Store) -> None:
@@ -285,16 +291,19 @@ def _artifacts(s: RunSummary, store: Store) -> None:
                               description=f"committed shards (first {MAX_ARTIFACT_ROWS})")
 
 
-@flow(name="audit", flow_run_name="audit-{plan.run_id}", validate_parameters=True,
+@flow(name="audit", validate_parameters=True,
       description="Explain a dataset into the store shard by shard on Ray actors, then run the downstream jobs.")
-def audit(plan: RunPlan) -> RunSummary:
-    return _execute(plan, "audit")
+def audit(request: AuditRequest, downstream: Downstream = EVALUATE_AND_REPORT, progress: bool = False,
+          verbose: bool = False) -> RunSummary:
+    """`request`: what to explain and how (flows.request); `downstream`: the jobs after the shards (default
+    evaluation and report); `progress`: draw progress bars (a terminal watches); `verbose`: Ray's own logs."""
+    return _execute(request, downstream, "audit", progress, verbose)
 
 
-@flow(name="explain", flow_run_name="explain-{plan.run_id}", validate_parameters=True,
+@flow(name="explain", validate_parameters=True,
       description="Explain a dataset into the store shard by shard on Ray actors.")
-def explain(plan: RunPlan) -> RunSummary:
-    return _execute(plan, "explain")
+def explain(request: AuditRequest, progress: bool = False, verbose: bool = False) -> RunSummary:
+    return _execute(request, NONE, "explain", progress, verbose)
 
 
 FLOWS = {"audit": audit, "explain": explain}

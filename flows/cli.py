@@ -12,11 +12,11 @@ from rich.table import Table
 
 import models
 from flows import compare_commands, evaluate_commands, report_commands, store_commands
-from flows.plan import DEFAULT_BATCH_SIZE
 from flows.prefect_settings import configure_environment
+from flows.request import ComputeSpec, MapSpec, build_request
+from flows.request_options import add_options, given
 from flows.terminal import literal
 from storage.datasets import DatasetError
-from tasks.shards import MAX_SHARD_SIZE, MIN_SHARD_SIZE, SHARDS_PER_WORKER
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,67 +39,10 @@ examples:
 """
 
 
-class _Methods(argparse.Action):
-    """--method NAME (repeatable), --methods A B or --methods A,B: all add up, in order, once each. A method takes
-    parameters as NAME:KEY=VALUE[,KEY=VALUE] (the comma-separated KEY=VALUE parts belong to the method before)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        current = list(getattr(namespace, self.dest) or [])
-        for value in values:
-            for spec in _split_methods(value):
-                if spec not in current:
-                    current.append(spec)
-        setattr(namespace, self.dest, current)
-
-
-def _split_methods(value: str) -> list[str]:
-    """'a,b:k=1,j=2,c' -> ['a', 'b:k=1,j=2', 'c']."""
-    specs: list[str] = []
-    for part in filter(None, value.split(",")):
-        if specs and "=" in part and ":" not in part:
-            specs[-1] += f",{part}"
-        else:
-            specs.append(part)
-    return specs
-
-
 def _add_run_options(p, methods_default: str) -> None:
-    p.add_argument("--model", required=True, help="builtin:NAME, a checkpoint folder, or a hub id")
-    p.add_argument("--data", required=True, help="builtin:NAME, imagefolder:PATH, jsonl:PATH, csv:PATH or parquet:PATH")
-    p.add_argument("--method", "--methods", action=_Methods, nargs="+", dest="methods", metavar="NAME",
-                   help=f"repeatable, or several at once (A B or A,B); default {methods_default}. "
-                   f"Available: {', '.join(models.available_methods())}. Parameters: NAME:KEY=VALUE[,KEY=VALUE], "
-                   "e.g. chefer2021:start_layer=-1 (see `attn-audit methods`)")
-    p.add_argument("--target", default="predicted",
-                   help="class to explain: 'predicted' (default), 'label' (the dataset's label) or a class index")
-    p.add_argument("--label-map", metavar="JSON|FILE",
-                   help="dataset label -> model class, for labels that are not the model's class names: a JSON "
-                   "object ('{\"tshirt\": \"T-shirt/top\"}') or a JSON file. Labels are matched to the model's "
-                   "classes by name (case and spaces ignored); integer labels are class indices")
-    p.add_argument("--store", default="out/store",
-                   help="store folder or URI (s3://, gs://; default out/store), created when missing")
-    p.add_argument("--limit", type=int, help="explain only the first N samples")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help=f"samples per forward/backward pass inside a worker (default {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--shard-size", type=int,
-                   help="samples per shard: the unit of commit, retry and resumption (default: about "
-                   f"{SHARDS_PER_WORKER} shards per worker, {MIN_SHARD_SIZE} to {MAX_SHARD_SIZE} samples; a resumed "
-                   "run keeps its own)")
-    p.add_argument("--workers", type=int,
-                   help="Ray actors (each loads the model once); default: one per GPU, or one per CPU core")
-    p.add_argument("--gpus-per-worker", type=float, default=1,
-                   help="GPUs per actor when the Ray cluster has GPUs (default 1; 0.5 = two actors per GPU)")
-    p.add_argument("--force", action="store_true",
-                   help="recompute every shard, as a new generation of the run (a new run id; the old one is kept)")
-    p.add_argument("--device", default="auto", help="auto (GPU when the worker has one), cpu, cuda, cuda:1 ...")
-    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="forward-pass precision on GPU; relevancy always accumulates in float32")
-    p.add_argument("--capture", default="fused", choices=("fused", "eager"),
-                   help="fused (default): attention through PyTorch's sdpa, keeping per layer only the maps the "
-                   "methods need (memory-light; LXMERT / VisualBERT always eager); eager: every layer's per-head "
-                   "maps, the reference. Both give the same maps")
-    p.add_argument("--truncate", action="store_true",
-                   help="explain the first part of texts longer than the model takes (default: refuse them)")
+    """The request's fields (flows.request: written once), then how this command shows its work."""
+    add_options(p, MapSpec, required=("model", "data"), methods_default=methods_default)
+    add_options(p, ComputeSpec)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="show Prefect's and Ray's logs, and tracebacks")
 
@@ -135,17 +78,10 @@ def _add_run_commands(sub) -> None:
 
 def _run(args, kind: str) -> int:
     configure_environment(verbose=args.verbose)  # before Prefect is imported
-    from flows import downstream
     from flows.audit import run_audit
+    from flows.plan import NothingToDo
 
-    downstream.register()
-    from flows.plan import AuditRequest, NothingToDo
-
-    request = AuditRequest(model=args.model, data=args.data, methods=args.methods or list(args.default_methods),
-                           store=args.store, target=args.target, shard_size=args.shard_size,
-                           batch_size=args.batch_size, limit=args.limit, force=args.force, workers=args.workers,
-                           gpus_per_worker=args.gpus_per_worker, device=args.device, precision=args.precision,
-                           truncate=args.truncate, label_map=args.label_map, capture=args.capture)
+    request = build_request(**{"methods": args.default_methods, **given(args, MapSpec)}, **given(args, ComputeSpec))
     try:
         summary = run_audit(request, kind=kind, progress=not args.quiet, verbose=args.verbose)
     except NothingToDo as err:
@@ -158,7 +94,7 @@ def _run(args, kind: str) -> int:
             raise
         raise models.AttnAuditError(f"{type(err).__name__}: {_first_line(err)} (--verbose shows more)") from None
     if kind == "audit":
-        _print_results(args.store, summary.run_id)
+        _print_results(request.compute.store, summary.run_id)
     _print_summary(summary)
     return 0
 

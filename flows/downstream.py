@@ -1,31 +1,94 @@
-"""The jobs `attn-audit audit` runs after every shard of a run is committed: evaluation, then report."""
+"""The jobs the `audit` flow runs after every shard of a run is committed — a flow parameter (`Downstream`), not a
+registry: evaluation, then (when a baseline run is named) the comparison with it, then the report."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from flows.audit import DOWNSTREAM_JOBS, JobContext
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from flows.progress import shard_progress
-from tasks.evaluate.run import evaluate_run
-from tasks.report.page import write_report
+from storage.store import RunInfo, Store
+
+if TYPE_CHECKING:
+    from flows.plan import RunPlan
+    from tasks.actors import ActorPool
+
+JobName = Literal["evaluate", "compare", "report"]
+ORDER: tuple[JobName, ...] = ("evaluate", "compare", "report")  # compare reads evaluate's metrics; report shows both
+
+
+@dataclass
+class JobContext:
+    """What a downstream job gets: the store and the finished (all shards committed) run, and the run's Ray
+    actors while they are up (None when this invocation computed no shard: a job then works in-process)."""
+
+    store: Store
+    run: RunInfo
+    plan: RunPlan
+    settings: Downstream
+    pool: ActorPool | None = None
+    progress: bool = False  # draw progress bars (on a terminal)
+
+
+class Downstream(BaseModel):
+    """Which jobs run after the shards, in their fixed order. `compare_with`: the baseline run the comparison
+    measures explanation drift against (the checkpoint watcher's previous checkpoint); needed by "compare"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    jobs: tuple[JobName, ...] = ("evaluate", "report")
+    compare_with: str | None = Field(None, description="baseline run id of the comparison")
+    top_k: float = Field(0.1, gt=0, le=1, description="the comparison's top-k overlap: this fraction of positions")
+
+    @model_validator(mode="after")
+    def _baseline(self) -> Downstream:
+        if "compare" in self.jobs and not self.compare_with:
+            raise ValueError("the compare job needs compare_with (a baseline run id)")
+        return self
+
+    def steps(self) -> list[Callable[[JobContext], dict[str, str] | None]]:
+        return [JOBS[name] for name in ORDER if name in self.jobs]
+
+
+EVALUATE_AND_REPORT = Downstream()
+NONE = Downstream(jobs=())
 
 
 def evaluate(ctx: JobContext) -> None:
     """Perturbation tests and localisation (where the data has ground truth), into the store; on the run's Ray
     actors when they are up."""
+    from tasks.evaluate.run import evaluate_run
+
     with shard_progress("evaluating", ctx.run.num_samples, enabled=ctx.progress) as bar:
-        evaluate_run(ctx.store, ctx.run.run_id, device=ctx.plan.device, pool=ctx.pool,
+        evaluate_run(ctx.store, ctx.run.run_id, device=ctx.plan.compute.device, pool=ctx.pool,
                      on_progress=lambda done, _total: bar.update(0, done))
+
+
+def compare(ctx: JobContext) -> None:
+    """The run against `compare_with`; runs that cannot be compared are still a complete audit (a warning)."""
+    from prefect import get_run_logger
+
+    import models
+    from tasks.compare import CompareSettings, compare_runs
+
+    try:
+        compare_runs(ctx.store, baseline=ctx.settings.compare_with, run=ctx.run.run_id,
+                     settings=CompareSettings(top_k=ctx.settings.top_k))
+    except models.AttnAuditError as err:
+        get_run_logger().warning("no comparison with run %s: %s", ctx.settings.compare_with, err)
 
 
 def report(ctx: JobContext) -> dict[str, str]:
     """One static HTML report beside a local store (reports/<run>/index.html)."""
+    from tasks.report.page import write_report
+
     uri = ctx.store.uri
     base = Path(uri).parent if "://" not in uri else Path("out")
     return {"report": str(write_report(ctx.store, ctx.run.run_id, base / "reports" / ctx.run.run_id))}
 
 
-def register() -> None:
-    for job in (evaluate, report):
-        if job not in DOWNSTREAM_JOBS:
-            DOWNSTREAM_JOBS.append(job)
+JOBS = {"evaluate": evaluate, "compare": compare, "report": report}

@@ -14,15 +14,15 @@ the store commits each shard once per run id, idempotently. So:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import models
-from models.loading import CAPTURES, checkpoint_class_names, checkpoint_family
+from flows.request import AuditRequest, ComputeSpec
+from models.loading import checkpoint_class_names, checkpoint_family
 from storage.datasets import open_dataset
 from storage.datasets.refs import FILE_SCHEMES
 from storage.store import (
-    RELEVANCE_DTYPES,
     RunSpec,
     Store,
     StoreError,
@@ -34,42 +34,17 @@ from tasks.explain_dataset import parse_target
 from tasks.labels import label_map_for, parse_label_map
 from tasks.shards import MAX_SHARD_SIZE, max_shards
 
-DEFAULT_BATCH_SIZE = 32
-
 
 class NothingToDo(models.AttnAuditError):
     """The request selects no samples: not an error, nothing runs."""
 
 
 @dataclass
-class AuditRequest:
-    """What the user asked for (the CLI's flags; also the Python API's arguments)."""
-
-    model: str
-    data: str
-    methods: list[str]
-    store: str = "out/store"
-    target: str | int = "predicted"
-    shard_size: int | None = None  # None: automatic (tasks.shards.auto_shard_size), fixed once the run exists
-    batch_size: int = DEFAULT_BATCH_SIZE
-    limit: int | None = None
-    force: bool = False
-    workers: int | None = None
-    gpus_per_worker: float = 1
-    device: str = "auto"
-    precision: str = "float32"
-    truncate: bool = False
-    relevance_dtype: str = "float32"
-    label_map: str | dict | None = None  # dataset label -> model class (JSON text, a JSON file, or a dict)
-    capture: str = "fused"  # how workers capture attention (equal maps, not part of the run key)
-    storage_options: dict[str, str] | None = field(default=None, repr=False)
-
-
-@dataclass
 class RunPlan:
-    """A checked request with the run it maps to. Plain values only: it is the flow's parameter (shown in
-    the Prefect UI), so it never holds credentials (storage_options stay outside)."""
+    """A checked request with the run it maps to: the run's key (model and dataset as resolved and fingerprinted,
+    canonical method specs, config) and what the store holds of it."""
 
+    request: AuditRequest
     run_id: str
     generation: int
     model_ref: str
@@ -80,19 +55,19 @@ class RunPlan:
     config: dict
     num_samples: int
     shard_size: int | None  # None: a new run with an automatic size, chosen once the workers are known
-    relevance_dtype: str
     store: str  # the store's resolved URI
     target: str | int
-    batch_size: int
-    workers: int | None
-    gpus_per_worker: float
-    device: str
-    precision: str
-    truncate: bool
     label_map: dict  # the user's dataset label -> model class mapping (also in config when given)
-    capture: str  # fused | eager
     exists: bool  # the run is already in the store (this is a resume)
     shards_pending: int  # shards not committed when planned (0: nothing to compute, no Ray needed)
+
+    @property
+    def compute(self) -> ComputeSpec:
+        return self.request.compute
+
+    @property
+    def relevance_dtype(self) -> str:
+        return self.request.maps.relevance_dtype
 
     def spec(self) -> RunSpec:
         if self.shard_size is None:
@@ -108,25 +83,15 @@ def model_fingerprint(ref: str) -> str:
     return fingerprint_files(files) if files else fingerprint_text(f"hub:{ref}")
 
 
-def plan_run(request: AuditRequest) -> RunPlan:
+def plan_run(request: AuditRequest, storage_options: dict[str, str] | None = None) -> RunPlan:
     """Check the request and find its run in the store (created when missing; the run itself is begun by
     the flow). Raises AttnAuditError / DatasetError with a message for the user."""
-    r = request
+    r, c = request.maps, request.compute
     if r.limit == 0:
         raise NothingToDo("nothing to do: --limit 0 selects no samples")
-    if not r.methods:
-        raise models.AttnAuditError("give at least one method")
     # canonical specs (name:key=value of the non-default parameters): unknown names and bad parameters fail here
-    methods = list(dict.fromkeys(models.methods.get_method(x).spec for x in r.methods))
+    methods = list(dict.fromkeys(models.methods.get_method(x).spec for x in r.methods_or_default))
     policy = parse_target(r.target)
-    if (r.shard_size is not None and r.shard_size < 1) or r.batch_size < 1 or (r.limit is not None and r.limit < 0):
-        raise models.AttnAuditError("--shard-size and --batch-size must be ≥ 1, --limit ≥ 0")
-    if r.capture not in CAPTURES:
-        raise models.AttnAuditError(f"--capture must be one of {', '.join(CAPTURES)}, got {r.capture!r}")
-    if r.workers is not None and r.workers < 1:
-        raise models.AttnAuditError("--workers must be ≥ 1")
-    if r.relevance_dtype not in RELEVANCE_DTYPES:
-        raise models.AttnAuditError(f"relevance_dtype must be one of {RELEVANCE_DTYPES}, got {r.relevance_dtype!r}")
     mapping = parse_label_map(r.label_map)
     model_ref = _absolute_model_ref(r.model)
     models.check_checkpoint(model_ref)  # a missing folder, damaged file or mismatched weights fail here
@@ -135,7 +100,7 @@ def plan_run(request: AuditRequest) -> RunPlan:
         models.methods.check_family(models.methods.get_method(x), family)
     fingerprint = model_fingerprint(model_ref)
     try:
-        store = Store.open(r.store, create=True, storage_options=r.storage_options)
+        store = Store.open(c.store, create=True, storage_options=storage_options)
         check_writable(store)
     except StoreError as err:
         raise models.AttnAuditError(str(err)) from None
@@ -150,7 +115,7 @@ def plan_run(request: AuditRequest) -> RunPlan:
     if configured:  # the parameters of configured methods, readable in runs.config
         base["method_params"] = configured
 
-    def spec(generation: int, shard_size: int = r.shard_size or MAX_SHARD_SIZE) -> RunSpec:
+    def spec(generation: int, shard_size: int = c.shard_size or MAX_SHARD_SIZE) -> RunSpec:
         config = base if generation == 0 else {**base, "generation": generation}
         return RunSpec(model_ref=model_ref, model_fingerprint=fingerprint, dataset_ref=dataset.ref,
                        dataset_fingerprint=data_fingerprint, methods=tuple(methods), config=config,
@@ -161,23 +126,21 @@ def plan_run(request: AuditRequest) -> RunPlan:
         generation = 0
         while spec(generation + 1).run_id in existing:
             generation += 1
-        if r.force and spec(generation).run_id in existing:
+        if c.force and spec(generation).run_id in existing:
             generation += 1
         chosen = spec(generation)
         exists = chosen.run_id in existing
         if exists:  # a resume of a damaged run would build on lost rows: refuse, saying how to repair
             store.check(chosen.run_id).raise_if_damaged()
-        shard_size = store.run(chosen.run_id).shard_size if exists else r.shard_size  # resumes keep theirs
+        shard_size = store.run(chosen.run_id).shard_size if exists else c.shard_size  # resumes keep theirs
         committed = store.committed_shards(chosen.run_id) if exists else set()
     except StoreError as err:
         raise models.AttnAuditError(str(err)) from None
     chosen = spec(generation)
-    return RunPlan(run_id=chosen.run_id, generation=generation, model_ref=model_ref, model_fingerprint=fingerprint,
-                   data_ref=dataset.ref, dataset_fingerprint=chosen.dataset_fingerprint, methods=methods,
-                   config=dict(chosen.config), num_samples=total, shard_size=shard_size,
-                   relevance_dtype=r.relevance_dtype, store=store.uri, target=policy, batch_size=r.batch_size,
-                   workers=r.workers, gpus_per_worker=r.gpus_per_worker, device=r.device, precision=r.precision,
-                   truncate=r.truncate, label_map=mapping, capture=r.capture, exists=exists,
+    return RunPlan(request=request, run_id=chosen.run_id, generation=generation, model_ref=model_ref,
+                   model_fingerprint=fingerprint, data_ref=dataset.ref, dataset_fingerprint=chosen.dataset_fingerprint,
+                   methods=methods, config=dict(chosen.config), num_samples=total, shard_size=shard_size,
+                   store=store.uri, target=policy, label_map=mapping, exists=exists,
                    shards_pending=max_shards(total, shard_size) - len(committed))
 
 

@@ -1,7 +1,8 @@
 """The checkpoint watcher: a flow that looks at a folder of checkpoints (or a list of checkpoint references) and,
 for each checkpoint whose model fingerprint has no finished run in the store yet, audits it on the same samples
 as the previous checkpoint's run and compares the two runs (tasks.compare). Deployed on a short interval schedule
-(deploy/serve.py --watch), each flow run is one look; the store is the watcher's memory.
+(deploy/serve.py --watch), each flow run is one look; the store is the watcher's memory. Each audit is the
+`audit` flow, run as a subflow.
 
 The baseline of a new checkpoint is the latest finished run of another model (in `data`'s dataset when given):
 the previous checkpoint, or the scheduled audit of the model in production. The new audit takes the baseline's
@@ -23,37 +24,35 @@ from typing import TYPE_CHECKING
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.downstream import Downstream
+from flows.request import DEFAULT_COMPUTE, AuditRequest, ComputeSpec
 from storage.datasets import open_dataset
 from storage.store import Store
 from tasks.checkpoints import checkpoint_folders
 
 if TYPE_CHECKING:
-    from flows.audit import JobContext
-    from tasks.compare import CompareSettings, ComparisonSummary
+    from tasks.compare import ComparisonSummary
 
 FINISHED = ("completed", "completed_with_errors")
 
 
 @flow(name="watch-checkpoints", validate_parameters=True,
       description="Audit each new checkpoint on the previous checkpoint's samples and compare their explanations.")
-def watch_checkpoints(folder: str | None = None, checkpoints: list[str] | None = None, store: str = "out/store",
-                      data: str | None = None, limit: int | None = None, methods: list[str] | None = None,
-                      batch_size: int | None = None, workers: int | None = None, gpus_per_worker: float = 1.0,
-                      device: str = "auto", top_k: float = 0.1) -> list[dict]:
+def watch_checkpoints(folder: str | None = None, checkpoints: list[str] | None = None, data: str | None = None,
+                      limit: int | None = None, methods: list[str] | None = None,
+                      compute: ComputeSpec = DEFAULT_COMPUTE, top_k: float = 0.1) -> list[dict]:
     """`folder`: sub-folders holding complete checkpoints, natural name order; `checkpoints`: references (folders,
     builtin:NAME), looked at first. `data` / `limit` / `methods`: the first audit when the store has no baseline
-    (and `data` restricts baselines to its dataset). `batch_size` (default the CLI's), `workers`,
-    `gpus_per_worker`, `device`: as the CLI's. `top_k`: the fraction of positions of the top-k overlap."""
+    (and `data` restricts baselines to its dataset). `compute`: how every audit is computed and the store
+    (flows.request.ComputeSpec). `top_k`: the fraction of positions of the comparison's top-k overlap."""
     log = get_run_logger()
     refs = [*(checkpoints or []), *(str(p) for p in (checkpoint_folders(folder) if folder else []))]
-    Store.open(store, create=True)  # fails early on a bad location
+    Store.open(compute.store, create=True)  # fails early on a bad location
     first = {"data": data, "data_ref": open_dataset(data).ref if data else None, "limit": limit, "methods": methods}
-    compute = {k: v for k, v in {"batch_size": batch_size, "workers": workers, "gpus_per_worker": gpus_per_worker,
-                                 "device": device}.items() if v is not None}
     outcomes, failures = [], []
     for ref in refs:
         try:
-            outcome = _look_at(ref, store, first, compute, top_k)
+            outcome = _look_at(ref, first, compute, top_k)
         except Exception as err:  # one bad checkpoint must not hide the others; the flow run fails at the end
             log.error("checkpoint %s: %s: %s", ref, type(err).__name__, err)
             failures.append(ref)
@@ -65,12 +64,12 @@ def watch_checkpoints(folder: str | None = None, checkpoints: list[str] | None =
     return outcomes
 
 
-def _look_at(ref: str, store_uri: str, first: dict, compute: dict, top_k: float) -> dict:
+def _look_at(ref: str, first: dict, compute: ComputeSpec, top_k: float) -> dict:
+    from flows.audit import audit
     from flows.plan import model_fingerprint
-    from flows.scheduled import audit_now
-    from tasks.compare import CompareSettings, load_comparison
+    from tasks.compare import load_comparison
 
-    store = Store.open(store_uri)
+    store = Store.open(compute.store)
     fingerprint = model_fingerprint(ref)  # what the audit's run records: a copy of a checkpoint is the same model
     baseline, done = _baseline_and_done(store, fingerprint, first["data_ref"])
     if done is not None and (baseline is None or load_comparison(store, done["run_id"], baseline["run_id"])):
@@ -79,8 +78,9 @@ def _look_at(ref: str, store_uri: str, first: dict, compute: dict, top_k: float)
         return {"checkpoint": ref, "action": "skipped: no baseline run in the store yet and no `data` to audit on"}
     request = _request(ref, store, baseline, first, compute)
     if baseline is None:  # the first checkpoint: it becomes the baseline of the next
-        return {"checkpoint": ref, "action": "audited (first baseline)", "run_id": audit_now(request).run_id}
-    summary = audit_now(request, downstream=_jobs(baseline["run_id"], CompareSettings(top_k=top_k)))
+        return {"checkpoint": ref, "action": "audited (first baseline)", "run_id": audit(request).run_id}
+    jobs = Downstream(jobs=("evaluate", "compare", "report"), compare_with=baseline["run_id"], top_k=top_k)
+    summary = audit(request, downstream=jobs)
     comparison = load_comparison(store, summary.run_id, baseline["run_id"])
     if comparison is None:
         return {"checkpoint": ref, "action": "audited; not compared (see the log)", "run_id": summary.run_id,
@@ -104,35 +104,16 @@ def _baseline_and_done(store: Store, fingerprint: str, data_ref: str | None) -> 
     return baseline, done
 
 
-def _request(ref: str, store: Store, baseline: dict | None, first: dict, compute: dict):
+def _request(ref: str, store: Store, baseline: dict | None, first: dict, compute: ComputeSpec) -> AuditRequest:
     """The checkpoint's audit: on the baseline's samples and settings (the same sample ids), or on `data`."""
-    import models
-    from flows.plan import AuditRequest
-
     if baseline is None:
-        return AuditRequest(model=ref, data=first["data"], methods=first["methods"] or models.default_methods(),
-                            store=store.uri, limit=first["limit"], **compute)
+        return AuditRequest(model=ref, data=first["data"], methods=first["methods"], limit=first["limit"],
+                            compute=compute)
     config = store.run(baseline["run_id"]).config_dict
     return AuditRequest(model=ref, data=baseline["dataset_ref"], methods=first["methods"] or list(baseline["methods"]),
-                        store=store.uri, limit=config.get("limit"), target=config.get("target", "predicted"),
-                        precision=config.get("precision", "float32"), truncate=bool(config.get("truncate")),
-                        relevance_dtype=config.get("relevance_dtype", "float32"), **compute)
-
-
-def _jobs(baseline_run_id: str, settings: CompareSettings):
-    """The audit's downstream jobs with the comparison between evaluation (whose metrics it compares) and the
-    report (which shows it)."""
-    import models
-    from flows import downstream
-    from tasks.compare import compare_runs
-
-    def compare(ctx: JobContext) -> None:
-        try:
-            compare_runs(ctx.store, baseline=baseline_run_id, run=ctx.run.run_id, settings=settings)
-        except models.AttnAuditError as err:  # runs that cannot be compared are still a complete audit
-            get_run_logger().warning("no comparison with run %s: %s", baseline_run_id, err)
-
-    return [downstream.evaluate, compare, downstream.report]
+                        limit=config.get("limit"), target=config.get("target"), label_map=config.get("label_map"),
+                        precision=config.get("precision"), truncate=config.get("truncate"),
+                        relevance_dtype=config.get("relevance_dtype"), compute=compute)
 
 
 def _latest(rows) -> dict | None:

@@ -52,5 +52,5 @@ def explain_shard_task(pool: ActorPool, job: ShardJob, shard: Shard,
 
 @task(name="downstream", persist_result=False, cache_policy=NO_CACHE)
 def downstream_task(job: Callable, context) -> dict | None:
-    """One downstream job (evaluation, report, ...) over the committed run; see flows.audit.DOWNSTREAM_JOBS."""
+    """One downstream job (evaluation, report, ...) over the committed run; see flows.downstream."""
     return job(context)

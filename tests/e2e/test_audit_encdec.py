@@ -11,7 +11,7 @@ import pytest
 
 import models
 from flows.audit import run_audit
-from flows.plan import AuditRequest
+from flows.request import AuditRequest
 from storage.datasets import open_dataset
 from storage.store import Store
 from tasks.evaluate import EvalSettings, evaluate_run

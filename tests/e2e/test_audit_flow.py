@@ -21,8 +21,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 import models
 from flows.audit import run_audit
 from flows.cli import main
+from flows.downstream import Downstream
 from flows.explain_cmd import run_explain
-from flows.plan import AuditRequest
+from flows.request import AuditRequest
 from storage.datasets import open_dataset
 from storage.store import Store
 
@@ -51,16 +52,11 @@ def task_runs(flow_run_id):
 
 def test_audit_stores_every_sample_once_with_the_engines_maps(canvas_vit, ray_cluster, prefect_api, tmp_path):
     data = "builtin:fashion-canvas?n=40"
-    seen = []
-
-    def report_job(context):  # a downstream job: runs once, after every shard is in
-        seen.append((context.run.run_id, context.run.shards_committed, context.run.num_shards))
-        return {"report": str(tmp_path / "report.html")}
-
     s = run_audit(request(canvas_vit, data, tmp_path / "store", shard_size=16, batch_size=8), progress=False,
-                  downstream=[report_job])
+                  downstream=Downstream(jobs=("report",)))  # the downstream jobs are a parameter of the flow
     assert (s.status, s.samples, s.explained, s.failed, s.shards, s.shards_run) == ("completed", 40, 40, 0, 3, 3)
-    assert seen == [(s.run_id, 3, 3)] and s.paths["report"] == str(tmp_path / "report.html")
+    report = tmp_path / "reports" / s.run_id / "index.html"
+    assert s.paths["report"] == str(report) and report.is_file()
     store = Store.open(tmp_path / "store")
     stored_once(store, s.run_id, 40)
     (run,) = store.runs().to_pylist()
@@ -81,8 +77,9 @@ def test_audit_stores_every_sample_once_with_the_engines_maps(canvas_vit, ray_cl
 
     # Prefect: one completed task per shard, named by its range, plus the downstream job; artifacts.
     runs = {t.name: t for t in task_runs(s.flow_run_id)}
-    assert {"shard-0000 [0:16)", "shard-0001 [16:32)", "shard-0002 [32:40)", "report-job"} <= set(runs)
+    assert set(runs) == {"shard-0000 [0:16)", "shard-0001 [16:32)", "shard-0002 [32:40)", "report"}
     assert all(t.state.is_completed() for t in runs.values())
+    assert max(t.end_time for n, t in runs.items() if n != "report") <= runs["report"].start_time  # after the shards
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(s.flow_run_id).state.is_completed()
         keys = {a.key for a in client.read_artifacts()}
@@ -209,10 +206,9 @@ def test_a_worker_killed_mid_shard_ends_with_every_sample_stored_once(canvas_vit
 def test_the_evaluation_runs_on_the_runs_ray_actors(canvas_vit, ray_cluster, prefect_api, tmp_path):
     """The downstream evaluation of an audit: every chunk's perturbation and localisation results are committed
     by the actors that explained the shards (they hold the model), each sample's AUC exactly once."""
-    from flows.downstream import evaluate
-
     s = run_audit(request(canvas_vit, "builtin:fashion-canvas?n=24", tmp_path / "store", shard_size=8,
-                          methods=["chefer2021", "rollout"]), progress=False, downstream=[evaluate])
+                          methods=["chefer2021", "rollout"]), progress=False,
+                  downstream=Downstream(jobs=("evaluate",)))
     assert s.status == "completed" and s.shards_run == 3
     store = Store.open(tmp_path / "store")
     metrics = store.metrics(run_id=s.run_id).to_pylist()

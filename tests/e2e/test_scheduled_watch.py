@@ -117,7 +117,7 @@ def test_served_schedule_audits_and_the_watcher_compares_a_new_checkpoint(tmp_pa
 
 def check_prefect(api: str, store_path: Path) -> None:
     """The served deployments with their schedules, and the comparison's artifact on the watcher's flow run."""
-    entrypoints = {"nightly": "flows/scheduled.py:scheduled_audit", "checkpoints": "flows/watch.py:watch_checkpoints"}
+    entrypoints = {"nightly": "flows/audit.py:audit", "checkpoints": "flows/watch.py:watch_checkpoints"}
     with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
         for name, entrypoint in entrypoints.items():
             (deployment,) = client.read_deployments(

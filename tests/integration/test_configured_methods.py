@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import models
-from flows.cli import _split_methods
-from flows.plan import AuditRequest, plan_run
+from flows.plan import plan_run
+from flows.request import AuditRequest
+from flows.request_options import split_methods
 from models.capture import CapturePlan
 from models.engine.rules import eye_like, rownorm
 from models.run_capture import run_capture
@@ -71,8 +72,8 @@ def test_parameters_are_validated_naming_the_method():
 
 
 def test_cli_method_lists_keep_parameters_with_their_method():
-    assert _split_methods("chefer2021:start_layer=-1,rollout") == ["chefer2021:start_layer=-1", "rollout"]
-    assert _split_methods("a,b:k=1,j=2,c") == ["a", "b:k=1,j=2", "c"]
+    assert split_methods("chefer2021:start_layer=-1,rollout") == ["chefer2021:start_layer=-1", "rollout"]
+    assert split_methods("a,b:k=1,j=2,c") == ["a", "b:k=1,j=2", "c"]
 
 
 def test_the_spec_is_part_of_the_run_key_config_and_store(tmp_path):

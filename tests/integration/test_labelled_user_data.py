@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 import models
-from flows.plan import AuditRequest, model_fingerprint, plan_run
+from flows.plan import model_fingerprint, plan_run
+from flows.request import AuditRequest
 from storage.datasets import CLASS_NAMES, open_dataset
 from storage.store import RunSpec, Store
 from tasks.explain_shard import explain_shard

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 import models
-from flows.plan import AuditRequest, NothingToDo, plan_run
+from flows.plan import NothingToDo, plan_run
+from flows.request import AuditRequest
 from storage.store import Store, StoreLocationError, check_writable
 
 

@@ -12,7 +12,8 @@ import pytest
 
 import models
 from flows.cli import main
-from flows.plan import AuditRequest, plan_run
+from flows.plan import plan_run
+from flows.request import AuditRequest
 from storage import tables
 from storage.datasets import open_dataset
 from storage.store import Store, StoreDamagedError

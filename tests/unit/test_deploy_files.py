@@ -118,7 +118,9 @@ def test_serve_builds_deployments_of_real_flows_with_valid_parameters(tmp_path, 
     for d in (audit, watch):
         check_parameters(entry_flow(d.entrypoint, Path.cwd()), d.parameters)  # serve() resolves it from here
         assert len(d.schedules) == 1 and d.concurrency_limit == 1
-    assert audit.parameters["gpus_per_worker"] == 0.5 and watch.parameters["folder"] == str(tmp_path)
+    request = audit.parameters["request"]
+    assert request["compute"]["gpus_per_worker"] == 0.5 and request["maps"]["methods"] == ["chefer2021", "rollout"]
+    assert watch.parameters["folder"] == str(tmp_path) and watch.parameters["compute"] == request["compute"]
     assert audit.schedules[0].schedule.interval.total_seconds() == 60
     (nightly,) = serve.deployments(serve.build_parser().parse_args([
         "--model", "m", "--data", "d", "--store", "s", "--cron", "30 1 * * 1", "--timezone", "Europe/Paris"])
