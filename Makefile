@@ -9,7 +9,7 @@ SAMPLES ?= 500
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ $(CHROMIUM):
 test: $(BIN)/.installed $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# What a developer runs between commits: unit + integration, no end-to-end flows (CI runs everything: `make test`)
+test-fast: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests/unit tests/integration -m "not e2e" -q
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_engine.py
