@@ -51,7 +51,7 @@ import transformers as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import models  # noqa: E402
+from attn_audit import models  # noqa: E402
 
 LRP_METHODS = ("transformer_attribution", "partial_lrp", "lrp", "attnlrp", "cp_lrp")
 
@@ -426,9 +426,9 @@ def print_table(cfg, timings, loop, batched, floor, diff, precision, info) -> No
 
 def profile(m, batch, device: torch.device, warmup: int, repeats: int) -> None:
     """Phase split of one explain call (internal API) and the profiler's top operators."""
-    from models.capture import capture_plan
-    from models.methods import finalize_rows, get_method
-    from models.run_capture import run_capture
+    from attn_audit.models.capture import capture_plan
+    from attn_audit.models.methods import finalize_rows, get_method
+    from attn_audit.models.run_capture import run_capture
 
     method = get_method("chefer2021")
     state = {}

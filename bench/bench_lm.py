@@ -83,7 +83,7 @@ def case_pass(case: str, tokens: int, shape: dict, batch_size: int, precision: s
     import torch
     import transformers as T
 
-    import models
+    from attn_audit import models
     from tests import tiny_lm
 
     if threads:

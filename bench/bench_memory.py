@@ -32,7 +32,7 @@ def case_pass(case: str, tokens: int, heads: int, hidden: int, layers: int, devi
     import transformers as T
 
     sys.path.insert(0, str(ROOT))
-    import models
+    from attn_audit import models
     from tests.tiny_models import bert_tokenizer
 
     torch.manual_seed(0)

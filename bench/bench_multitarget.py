@@ -29,11 +29,12 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import models  # noqa: E402
-from models.capture import CapturePlan  # noqa: E402
-from models.images import PixelTransform  # noqa: E402
-from models.run_capture import run_capture  # noqa: E402
-from storage.datasets import open_dataset  # noqa: E402
+from attn_audit.models.capture import CapturePlan  # noqa: E402
+from attn_audit.models.images import PixelTransform  # noqa: E402
+from attn_audit.models.run_capture import run_capture  # noqa: E402
+from attn_audit.storage.datasets import open_dataset  # noqa: E402
+
+from attn_audit import models  # noqa: E402
 
 METHOD = models.methods.get_method("chefer2021")
 CAPTION_TOKENS = 10

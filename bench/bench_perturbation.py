@@ -30,9 +30,10 @@ import transformers as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import models  # noqa: E402
-from models.perturbation import keep_masks, perturbation_curves, place_maps  # noqa: E402
-from tasks.evaluate.settings import IMAGE_STEPS, TEXT_STEPS  # noqa: E402
+from attn_audit.models.perturbation import keep_masks, perturbation_curves, place_maps  # noqa: E402
+from attn_audit.tasks.evaluate.settings import IMAGE_STEPS, TEXT_STEPS  # noqa: E402
+
+from attn_audit import models  # noqa: E402
 from tests import tiny_models  # noqa: E402
 
 

@@ -48,14 +48,13 @@ DATA = "builtin:fashion-canvas?n={n}"
 
 
 def pick_model(work: Path) -> tuple[str, str]:
-    from models.zoo import available
+    from attn_audit.models.zoo import available
 
     if "fashion-vit" in available():
         return "builtin:fashion-vit", "builtin:fashion-vit (trained)"
     import torch
     import transformers
-
-    from storage.datasets import CLASS_NAMES
+    from attn_audit.storage.datasets import CLASS_NAMES
 
     config = transformers.ViTConfig(image_size=64, patch_size=8, num_channels=1, hidden_size=128, num_hidden_layers=4,
                                     num_attention_heads=4, intermediate_size=256,
@@ -87,10 +86,10 @@ def engine_only(model: str, n: int, methods: list[str], batch_size: int, workers
 
 def _engine_part(model, n, lo, hi, methods, batch_size, threads, barrier, results) -> None:
     import torch
+    from attn_audit.storage.datasets import open_dataset
+    from attn_audit.tasks.explain_dataset import explain_dataset
 
-    import models
-    from storage.datasets import open_dataset
-    from tasks.explain_dataset import explain_dataset
+    from attn_audit import models
 
     torch.set_num_threads(threads)
     m = models.load(model, device="cpu")
@@ -113,11 +112,11 @@ def audit_in_subprocess(model: str, n: int, methods: list[str], batch_size: int,
 
 def child(spec: str) -> None:
     """The audit as the flow's process runs it; prints timings and peak RSS as one JSON line."""
-    from flows.prefect_settings import configure_environment
+    from attn_audit.flows.prefect_settings import configure_environment
 
     configure_environment()
-    from flows.audit import run_audit
-    from flows.request import AuditRequest
+    from attn_audit.flows.audit import run_audit
+    from attn_audit.flows.request import AuditRequest
 
     s = json.loads(spec)
     summary = run_audit(AuditRequest(model=s["model"], data=DATA.format(n=s["n"]), methods=s["methods"],
@@ -148,10 +147,11 @@ def main(argv=None) -> None:
     if args.child:
         return child(args.child)
 
-    import models
-    from flows.ray_cluster import _cpu_count
-    from tasks.actors import plan_placement
-    from tasks.shards import auto_shard_size, max_shards
+    from attn_audit.flows.ray_cluster import _cpu_count
+    from attn_audit.tasks.actors import plan_placement
+    from attn_audit.tasks.shards import auto_shard_size, max_shards
+
+    from attn_audit import models
 
     methods = models.default_methods()
     placement = plan_placement([{"CPU": float(_cpu_count())}],  # what the audit will use

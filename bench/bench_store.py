@@ -42,8 +42,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from storage import tables  # noqa: E402
-from storage.store import RunSpec, Store  # noqa: E402
+from attn_audit.storage import tables  # noqa: E402
+from attn_audit.storage.store import RunSpec, Store  # noqa: E402
 
 VALUES = 197
 GRID = 14

@@ -19,8 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import models  # noqa: E402
-from storage.datasets import open_dataset  # noqa: E402
+from attn_audit.storage.datasets import open_dataset  # noqa: E402
+
+from attn_audit import models  # noqa: E402
 
 
 def rate(m, batches) -> float:

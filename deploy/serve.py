@@ -20,8 +20,8 @@ DEFAULT_CRON = "0 2 * * *"  # nightly, 02:00 UTC
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flows.request import ComputeSpec, MapSpec
-    from flows.request_options import add_options
+    from attn_audit.flows.request import ComputeSpec, MapSpec
+    from attn_audit.flows.request_options import add_options
 
     p = argparse.ArgumentParser(prog="deploy/serve.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,13 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def deployments(args: argparse.Namespace) -> list:
     """The RunnerDeployments to serve (nothing is sent to the server here)."""
+    from attn_audit.flows.audit import audit
+    from attn_audit.flows.request import ComputeSpec, MapSpec, build_request
+    from attn_audit.flows.request_options import given
+    from attn_audit.flows.watch import watch_checkpoints
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron, Interval
-
-    from flows.audit import audit
-    from flows.request import ComputeSpec, MapSpec, build_request
-    from flows.request_options import given
-    from flows.watch import watch_checkpoints
 
     # one flow run of each at a time; a run due while the previous one still works is cancelled, not queued (the
     # next look, or the next night, does the same work)
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: set PREFECT_API_URL to a Prefect server (`prefect server start`): schedules need one; "
               "Prefect's temporary server would schedule nothing", file=sys.stderr)
         return 1
-    from flows.prefect_settings import configure_environment
+    from attn_audit.flows.prefect_settings import configure_environment
 
     configure_environment(verbose=True)  # before Prefect is imported; a serving process shows its runs' logs
     from prefect import serve

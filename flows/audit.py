@@ -20,22 +20,14 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.client.orchestration import get_client
-from prefect.futures import as_completed
-from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
-
-import models
-from flows.downstream import EVALUATE_AND_REPORT, NONE, Downstream, JobContext
-from flows.plan import RunPlan, plan_run
-from flows.prefect_settings import prefect_session
-from flows.progress import shard_progress
-from flows.ray_cluster import ray_session
-from flows.request import AuditRequest
-from storage.store import RunInfo, Store, StoreError
-from tasks.actors import (
+from attn_audit.flows.downstream import EVALUATE_AND_REPORT, NONE, Downstream, JobContext
+from attn_audit.flows.plan import RunPlan, plan_run
+from attn_audit.flows.prefect_settings import prefect_session
+from attn_audit.flows.progress import shard_progress
+from attn_audit.flows.ray_cluster import ray_session
+from attn_audit.flows.request import AuditRequest
+from attn_audit.storage.store import RunInfo, Store, StoreError
+from attn_audit.tasks.actors import (
     ActorPool,
     ExplainerConfig,
     Placement,
@@ -44,9 +36,17 @@ from tasks.actors import (
     plan_placement,
     worker_bytes,
 )
-from tasks.explain_shard import ShardJob, ShardResult
-from tasks.shard_task import RETRIES, downstream_task, explain_shard_task, is_transient
-from tasks.shards import Shard, auto_shard_size, pending_shards, plan_shards
+from attn_audit.tasks.explain_shard import ShardJob, ShardResult
+from attn_audit.tasks.shard_task import RETRIES, downstream_task, explain_shard_task, is_transient
+from attn_audit.tasks.shards import Shard, auto_shard_size, pending_shards, plan_shards
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from attn_audit import models
 
 MAX_ARTIFACT_ROWS = 500
 

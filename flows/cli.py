@@ -7,16 +7,16 @@ import functools
 import signal
 import sys
 
+from attn_audit.flows import compare_commands, evaluate_commands, report_commands, store_commands
+from attn_audit.flows.prefect_settings import configure_environment
+from attn_audit.flows.request import ComputeSpec, MapSpec, build_request
+from attn_audit.flows.request_options import add_options, given
+from attn_audit.flows.terminal import literal
+from attn_audit.storage.datasets import DatasetError
 from rich.console import Console
 from rich.table import Table
 
-import models
-from flows import compare_commands, evaluate_commands, report_commands, store_commands
-from flows.prefect_settings import configure_environment
-from flows.request import ComputeSpec, MapSpec, build_request
-from flows.request_options import add_options, given
-from flows.terminal import literal
-from storage.datasets import DatasetError
+from attn_audit import models
 
 console = Console()
 err_console = Console(stderr=True)
@@ -78,8 +78,8 @@ def _add_run_commands(sub) -> None:
 
 def _run(args, kind: str) -> int:
     configure_environment(verbose=args.verbose)  # before Prefect is imported
-    from flows.audit import run_audit
-    from flows.plan import NothingToDo
+    from attn_audit.flows.audit import run_audit
+    from attn_audit.flows.plan import NothingToDo
 
     request = build_request(**{"methods": args.default_methods, **given(args, MapSpec)}, **given(args, ComputeSpec))
     try:
@@ -101,8 +101,8 @@ def _run(args, kind: str) -> int:
 
 def _print_results(store: str, run_id: str) -> None:
     """The evaluation's ranked results table, as the downstream jobs stored it."""
-    from storage.store import Store
-    from tasks.evaluate.aggregate import stored_summary
+    from attn_audit.storage.store import Store
+    from attn_audit.tasks.evaluate.aggregate import stored_summary
 
     rows = stored_summary(Store.open(store), run_id)
     if rows:

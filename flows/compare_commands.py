@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from attn_audit.flows.terminal import literal
 from rich.console import Console
 from rich.table import Table
-
-from flows.terminal import literal
 
 console = Console()
 
@@ -43,9 +42,9 @@ def register(sub) -> None:
 
 
 def _compare(args) -> int:
-    from models import AttnAuditError
-    from storage.store import StoreError
-    from tasks.compare import CompareSettings, compare_runs
+    from attn_audit.models import AttnAuditError
+    from attn_audit.storage.store import StoreError
+    from attn_audit.tasks.compare import CompareSettings, compare_runs
 
     if len(args.run) != 2:
         raise AttnAuditError(f"give --run exactly twice (the baseline, then the run to compare), got {len(args.run)}")

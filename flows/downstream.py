@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from attn_audit.flows.progress import shard_progress
+from attn_audit.storage.store import RunInfo, Store
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.progress import shard_progress
-from storage.store import RunInfo, Store
-
 if TYPE_CHECKING:
-    from flows.plan import RunPlan
-    from tasks.actors import ActorPool
+    from attn_audit.flows.plan import RunPlan
+    from attn_audit.tasks.actors import ActorPool
 
 JobName = Literal["evaluate", "compare", "report"]
 ORDER: tuple[JobName, ...] = ("evaluate", "compare", "report")  # compare reads evaluate's metrics; report shows both
@@ -61,7 +60,7 @@ NONE = Downstream(jobs=())
 def evaluate(ctx: JobContext) -> None:
     """Perturbation tests and localisation (where the data has ground truth), into the store; on the run's Ray
     actors when they are up."""
-    from tasks.evaluate.run import evaluate_run
+    from attn_audit.tasks.evaluate.run import evaluate_run
 
     with shard_progress("evaluating", ctx.run.num_samples, enabled=ctx.progress) as bar:
         evaluate_run(ctx.store, ctx.run.run_id, device=ctx.plan.compute.device, pool=ctx.pool,
@@ -70,10 +69,10 @@ def evaluate(ctx: JobContext) -> None:
 
 def compare(ctx: JobContext) -> None:
     """The run against `compare_with`; runs that cannot be compared are still a complete audit (a warning)."""
+    from attn_audit.tasks.compare import CompareSettings, compare_runs
     from prefect import get_run_logger
 
-    import models
-    from tasks.compare import CompareSettings, compare_runs
+    from attn_audit import models
 
     try:
         compare_runs(ctx.store, baseline=ctx.settings.compare_with, run=ctx.run.run_id,
@@ -84,7 +83,7 @@ def compare(ctx: JobContext) -> None:
 
 def report(ctx: JobContext) -> dict[str, str]:
     """One static HTML report beside a local store (reports/<run>/index.html)."""
-    from tasks.report.page import write_report
+    from attn_audit.tasks.report.page import write_report
 
     uri = ctx.store.uri
     base = Path(uri).parent if "://" not in uri else Path("out")

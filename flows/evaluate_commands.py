@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from attn_audit.flows.terminal import literal
 from rich.console import Console
 from rich.table import Table
-
-from flows.terminal import literal
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,7 +23,7 @@ example:
 
 def register(sub) -> None:
     """Add `evaluate` to the `attn-audit` sub-command parser."""
-    from tasks.evaluate.settings import DEFAULT_TESTS, TESTS
+    from attn_audit.tasks.evaluate.settings import DEFAULT_TESTS, TESTS
 
     p = sub.add_parser("evaluate", help="perturbation tests, localisation and sanity checks on a stored run",
                        description="Evaluate a stored run's explanations (docs/evaluation.md) and print the "
@@ -45,9 +44,9 @@ def register(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from models import AttnAuditError
-    from storage.store import StoreError
-    from tasks.evaluate import evaluate_run
+    from attn_audit.models import AttnAuditError
+    from attn_audit.storage.store import StoreError
+    from attn_audit.tasks.evaluate import evaluate_run
 
     methods = [m for m in (args.methods or "").split(",") if m] or None
     try:

@@ -7,9 +7,9 @@ skipped, the rest are recomputed. See flows.audit and docs/workflow.md.
 
 from __future__ import annotations
 
-from flows.plan import model_fingerprint
-from flows.request import build_request
-from storage.store import Store
+from attn_audit.flows.plan import model_fingerprint
+from attn_audit.flows.request import build_request
+from attn_audit.storage.store import Store
 
 __all__ = ["model_fingerprint", "run_explain"]
 
@@ -19,7 +19,7 @@ def run_explain(model_ref: str, data_ref: str, methods: list, store: str | Store
                 **options):
     """Explain `data_ref` with `methods` into the store; `options`: any other field of the request
     (flows.request: target, limit, batch_size, shard_size, workers, precision, ...). Returns the run's RunSummary."""
-    from flows.audit import run_audit
+    from attn_audit.flows.audit import run_audit
 
     if isinstance(store, Store):
         storage_options = storage_options or store.storage_options

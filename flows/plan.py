@@ -17,12 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import models
-from flows.request import AuditRequest, ComputeSpec
-from models.loading import checkpoint_class_names, checkpoint_family
-from storage.datasets import open_dataset
-from storage.datasets.refs import FILE_SCHEMES
-from storage.store import (
+from attn_audit.flows.request import AuditRequest, ComputeSpec
+from attn_audit.models.loading import checkpoint_class_names, checkpoint_family
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.datasets.refs import FILE_SCHEMES
+from attn_audit.storage.store import (
     RunSpec,
     Store,
     StoreError,
@@ -30,9 +29,11 @@ from storage.store import (
     fingerprint_files,
     fingerprint_text,
 )
-from tasks.explain_dataset import parse_target
-from tasks.labels import label_map_for, parse_label_map
-from tasks.shards import MAX_SHARD_SIZE, max_shards
+from attn_audit.tasks.explain_dataset import parse_target
+from attn_audit.tasks.labels import label_map_for, parse_label_map
+from attn_audit.tasks.shards import MAX_SHARD_SIZE, max_shards
+
+from attn_audit import models
 
 
 class NothingToDo(models.AttnAuditError):

@@ -55,7 +55,7 @@ def prefect_session():
 
     url = api_url()
     if url is None:
-        from flows.temporary_server import supervise
+        from attn_audit.flows.temporary_server import supervise
 
         supervise()  # the server ends with this process, even when it is SIGKILLed
     updates = {PREFECT_SERVER_ANALYTICS_ENABLED: False,

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import models
+from attn_audit import models
 
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 RUNTIME_ENV_VAR = "ATTN_AUDIT_RAY_RUNTIME_ENV"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from attn_audit.flows.terminal import literal
 from rich.console import Console
-
-from flows.terminal import literal
 
 console = Console()
 
@@ -23,9 +22,9 @@ def register(sub) -> None:
 
 
 def _report(args) -> int:
-    from models import AttnAuditError
-    from storage.store import StoreError
-    from tasks.report import write_report
+    from attn_audit.models import AttnAuditError
+    from attn_audit.storage.store import StoreError
+    from attn_audit.tasks.report import write_report
 
     try:
         page = write_report(args.store, args.run, args.out, args.examples)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from attn_audit.storage.store import RELEVANCE_DTYPES
+from attn_audit.tasks.shards import MAX_SHARD_SIZE, MIN_SHARD_SIZE, SHARDS_PER_WORKER
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from storage.store import RELEVANCE_DTYPES
-from tasks.shards import MAX_SHARD_SIZE, MIN_SHARD_SIZE, SHARDS_PER_WORKER
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -67,7 +66,7 @@ class MapSpec(_Spec):
 
     @property
     def methods_or_default(self) -> list[str]:
-        import models  # torch: not needed to read or serve a request
+        from attn_audit import models  # torch: not needed to read or serve a request
 
         return list(self.methods) or models.default_methods()
 
@@ -116,7 +115,7 @@ REQUEST_FIELDS = {**MapSpec.model_fields, **ComputeSpec.model_fields}
 
 def build_request(**options: Any) -> AuditRequest:
     """AuditRequest from flat options, a validation error turned into one line that names the option."""
-    from models.errors import AttnAuditError
+    from attn_audit.models.errors import AttnAuditError
 
     try:
         return AuditRequest(**options)

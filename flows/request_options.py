@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-import models
+from attn_audit import models
 
 
 class MethodsAction(argparse.Action):

@@ -92,8 +92,8 @@ def _clear_errors(handler):
     """Store and dataset errors become one red line and exit status 1."""
     @functools.wraps(handler)
     def wrapped(args) -> int:
-        from storage.datasets import DatasetError
-        from storage.store import StoreError
+        from attn_audit.storage.datasets import DatasetError
+        from attn_audit.storage.store import StoreError
 
         try:
             return handler(args)
@@ -131,7 +131,7 @@ def _note(label: str, style: str, message: str) -> Text:
 
 
 def _open(args):
-    from storage.store import Store
+    from attn_audit.storage.store import Store
 
     return Store.open(args.store)
 
@@ -161,7 +161,7 @@ def _runs(args) -> int:
 
 @_clear_errors
 def _query(args) -> int:
-    from storage.store import StoreError
+    from attn_audit.storage.store import StoreError
 
     if args.format == "parquet" and not args.output:
         raise StoreError("--format parquet needs --output FILE")
@@ -248,7 +248,7 @@ def _json_default(value):
 
 @_clear_errors
 def _show(args) -> int:
-    from storage.store import render
+    from attn_audit.storage.store import render
 
     store = _open(args)
     info = store.run(args.run)
@@ -286,8 +286,8 @@ def _show(args) -> int:
 def _input_image(store, info, sample_id: str):
     """The sample's input image, read again from the run's dataset; None (maps drawn alone) when the
     dataset cannot be opened or no longer holds the sample."""
-    from storage.datasets import DatasetError, SampleError, open_dataset
-    from storage.store import render
+    from attn_audit.storage.datasets import DatasetError, SampleError, open_dataset
+    from attn_audit.storage.store import render
 
     try:
         dataset = open_dataset(info.dataset_ref)
@@ -312,7 +312,7 @@ def _input_image(store, info, sample_id: str):
 
 
 def _rich_tokens(tokens, relevance, special) -> Text:
-    from storage.store import render
+    from attn_audit.storage.store import render
 
     weights = render.token_weights(relevance, special)
     text = Text()
@@ -342,7 +342,7 @@ def _optimize(args) -> int:
 
 @_clear_errors
 def _check(args) -> int:
-    from storage.store import Store
+    from attn_audit.storage.store import Store
 
     store = Store.open(args.store, strict=False)  # a damaged store opens, to be examined
     report = store.repair(args.run) if args.repair else store.check(args.run)

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from attn_audit.flows.downstream import Downstream
+from attn_audit.flows.request import DEFAULT_COMPUTE, AuditRequest, ComputeSpec
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.store import Store
+from attn_audit.tasks.checkpoints import checkpoint_folders
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.downstream import Downstream
-from flows.request import DEFAULT_COMPUTE, AuditRequest, ComputeSpec
-from storage.datasets import open_dataset
-from storage.store import Store
-from tasks.checkpoints import checkpoint_folders
-
 if TYPE_CHECKING:
-    from tasks.compare import ComparisonSummary
+    from attn_audit.tasks.compare import ComparisonSummary
 
 FINISHED = ("completed", "completed_with_errors")
 
@@ -65,9 +64,9 @@ def watch_checkpoints(folder: str | None = None, checkpoints: list[str] | None =
 
 
 def _look_at(ref: str, first: dict, compute: ComputeSpec, top_k: float) -> dict:
-    from flows.audit import audit
-    from flows.plan import model_fingerprint
-    from tasks.compare import load_comparison
+    from attn_audit.flows.audit import audit
+    from attn_audit.flows.plan import model_fingerprint
+    from attn_audit.tasks.compare import load_comparison
 
     store = Store.open(compute.store)
     fingerprint = model_fingerprint(ref)  # what the audit's run records: a copy of a checkpoint is the same model

@@ -7,12 +7,18 @@
     exps[0].relevance["image"]  # (h, w) patch grid
 """
 
-from models.errors import AttnAuditError, ModelLoadError, SampleError, UnsafeCheckpointError, UnsupportedModelError
-from models.explain import explain
-from models.explanation import Explanation
-from models.loaded import LoadedModel
-from models.loading import check_checkpoint, checkpoint_files, load, wrap
-from models.methods import available_methods, default_methods, method, method_info, methods_for_family
+from attn_audit.models.errors import (
+    AttnAuditError,
+    ModelLoadError,
+    SampleError,
+    UnsafeCheckpointError,
+    UnsupportedModelError,
+)
+from attn_audit.models.explain import explain
+from attn_audit.models.explanation import Explanation
+from attn_audit.models.loaded import LoadedModel
+from attn_audit.models.loading import check_checkpoint, checkpoint_files, load, wrap
+from attn_audit.models.methods import available_methods, default_methods, method, method_info, methods_for_family
 
 __all__ = [
     "AttnAuditError", "Explanation", "LoadedModel", "ModelLoadError", "SampleError", "UnsafeCheckpointError",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.errors import SampleError
+from attn_audit.models.errors import SampleError
 
 
 class Batch(dict):

@@ -13,11 +13,10 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
-
-from models.adapters.base import Adapter
-from models.engine.events import Capture
-from models.engine.fused import BACKWARD_STATS, fused_capture
-from models.methods.registry import check_family
+from attn_audit.models.adapters.base import Adapter
+from attn_audit.models.engine.events import Capture
+from attn_audit.models.engine.fused import BACKWARD_STATS, fused_capture
+from attn_audit.models.methods.registry import check_family
 
 MODIFIED_RULES = ("attnlrp", "cp_lrp")  # passes of their own under modified-gradient rules (models/lrp/passes.py)
 

@@ -12,8 +12,7 @@ import warnings
 from pathlib import Path
 
 import torch
-
-from models.errors import ModelLoadError
+from attn_audit.models.errors import ModelLoadError
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"

@@ -6,17 +6,16 @@ import json
 from collections.abc import Mapping, Sequence
 
 import torch
-
-from models.adapters.multi_target import MultiTargetAdapter
-from models.adapters.targets import Targets
-from models.batch import Batch
-from models.capture import capture_plans
-from models.errors import AttnAuditError, SampleError
-from models.explanation import Explanation
-from models.loaded import LoadedModel
-from models.lrp.passes import modified_pass
-from models.methods import Method, finalize_rows, get_method
-from models.run_capture import CaptureResult, run_capture
+from attn_audit.models.adapters.multi_target import MultiTargetAdapter
+from attn_audit.models.adapters.targets import Targets
+from attn_audit.models.batch import Batch
+from attn_audit.models.capture import capture_plans
+from attn_audit.models.errors import AttnAuditError, SampleError
+from attn_audit.models.explanation import Explanation
+from attn_audit.models.loaded import LoadedModel
+from attn_audit.models.lrp.passes import modified_pass
+from attn_audit.models.methods import Method, finalize_rows, get_method
+from attn_audit.models.run_capture import CaptureResult, run_capture
 
 Target = int | Sequence[int | None] | None
 

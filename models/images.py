@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from attn_audit.models.errors import SampleError
 from PIL import Image
-
-from models.errors import SampleError
 
 
 def decode_image(value, sample_id: str) -> Image.Image:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from models.adapters.base import Adapter
-from models.batch import Batch
+from attn_audit.models.adapters.base import Adapter
+from attn_audit.models.batch import Batch
 
 
 @dataclass

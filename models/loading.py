@@ -9,10 +9,8 @@ from pathlib import Path
 
 import torch
 import transformers
-from safetensors.torch import load_file
-
-from models.adapters import adapter_class
-from models.checkpoint_check import (
+from attn_audit.models.adapters import adapter_class
+from attn_audit.models.checkpoint_check import (
     check_against_architecture,
     check_finite,
     compare,
@@ -21,12 +19,13 @@ from models.checkpoint_check import (
     safetensors_shapes,
     stored_shapes,
 )
-from models.errors import ModelLoadError, UnsafeCheckpointError
-from models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassifier
-from models.images import PixelTransform
-from models.loaded import LoadedModel
-from models.regions import REGIONS_FILE, RegionGrid
-from models.zoo import builtin_path
+from attn_audit.models.errors import ModelLoadError, UnsafeCheckpointError
+from attn_audit.models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassifier
+from attn_audit.models.images import PixelTransform
+from attn_audit.models.loaded import LoadedModel
+from attn_audit.models.regions import REGIONS_FILE, RegionGrid
+from attn_audit.models.zoo import builtin_path
+from safetensors.torch import load_file
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 PRECISIONS = ("float32", "bfloat16", "float16")

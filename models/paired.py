@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models.batch import Batch, collect, sample_id_of
-from models.text import TextEncoder
+from attn_audit.models.batch import Batch, collect, sample_id_of
+from attn_audit.models.text import TextEncoder
 
 
 def encode_pairs(samples: list, convert_visual: Callable, encoder: TextEncoder, errors: str) -> tuple[list, Batch]:

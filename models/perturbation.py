@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from models.batch import Batch
-from models.capture import autocast
-from models.errors import AttnAuditError
-from models.loaded import LoadedModel
+from attn_audit.models.batch import Batch
+from attn_audit.models.capture import autocast
+from attn_audit.models.errors import AttnAuditError
+from attn_audit.models.loaded import LoadedModel
 
 DIRECTIONS = ("positive", "negative")
 # Rows per forward pass when not given. On a CPU, passes beyond ~128 rows of a small ViT run slower per row (the

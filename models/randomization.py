@@ -11,10 +11,9 @@ import copy
 from collections.abc import Iterator
 
 import torch
+from attn_audit.models.heads import MeanPoolingClassifier
+from attn_audit.models.loaded import LoadedModel
 from torch import nn
-
-from models.heads import MeanPoolingClassifier
-from models.loaded import LoadedModel
 
 
 def _base(model: nn.Module) -> nn.Module:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from models.errors import SampleError
-from models.images import decode_image
+from attn_audit.models.errors import SampleError
+from attn_audit.models.images import decode_image
 
 REGIONS_FILE = "regions.json"
 

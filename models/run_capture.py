@@ -15,14 +15,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-
-from models.adapters.base import Adapter
-from models.adapters.targets import Targets
-from models.batch import Batch
-from models.capture import CapturePlan, backward_through, capture_pass, nonfinite_rows, prepare_backward
-from models.engine.events import Capture
-from models.lrp.passes import promoted, relevance_of_record
-from models.lrp.record import record
+from attn_audit.models.adapters.base import Adapter
+from attn_audit.models.adapters.targets import Targets
+from attn_audit.models.batch import Batch
+from attn_audit.models.capture import CapturePlan, backward_through, capture_pass, nonfinite_rows, prepare_backward
+from attn_audit.models.engine.events import Capture
+from attn_audit.models.lrp.passes import promoted, relevance_of_record
+from attn_audit.models.lrp.record import record
 
 
 @dataclass

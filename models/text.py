@@ -6,9 +6,8 @@ import unicodedata
 
 import numpy as np
 import torch
-
-from models.batch import Batch, collect
-from models.errors import AttnAuditError, SampleError
+from attn_audit.models.batch import Batch, collect
+from attn_audit.models.errors import AttnAuditError, SampleError
 
 
 def model_max_length(tokenizer, config) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a plain checkout
 
-from storage.datasets.fashion.mnist import BUNDLED_SUBSET, DEBIAN_ROOT, load_fashion_mnist  # noqa: E402
+from attn_audit.storage.datasets.fashion.mnist import BUNDLED_SUBSET, DEBIAN_ROOT, load_fashion_mnist  # noqa: E402
 
 LICENSE_TEXT = """\
 Fashion-MNIST subset bundled with attn-audit

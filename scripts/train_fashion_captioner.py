@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from attn_audit.storage.datasets import FashionCaption
+from attn_audit.storage.datasets.fashion import CLASS_WORDS
 from training_common import cosine_schedule, parse_args, write_preprocessor, write_report
-
-from storage.datasets import FashionCaption
-from storage.datasets.fashion import CLASS_WORDS
 
 MEAN, STD = 0.5, 0.5  # pixel normalisation, written to preprocessor_config.json
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]  # [CLS] starts a caption, [SEP] ends it

@@ -17,10 +17,9 @@ import time
 import numpy as np
 import torch
 import transformers
+from attn_audit.storage.datasets import CLASS_WORDS, FashionCaption
 from training_common import ZOO, provenance, write_preprocessor, write_training_json
 from vqa_training import epoch_data, optimizer_and_schedule, parse_args, word_tokenizer
-
-from storage.datasets import CLASS_WORDS, FashionCaption
 
 MEAN, STD = 0.5, 0.5  # pixel normalisation, written to preprocessor_config.json
 RETRIEVAL_POOL = 100  # retrieval accuracy: the right partner among this many

@@ -25,6 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from attn_audit.models.adapters.detr import centre_to_corners
+from attn_audit.storage.datasets import FashionDetect
+from attn_audit.storage.datasets.fashion.mnist import ITEM_SIZE, load_fashion_mnist
+from attn_audit.storage.datasets.fashion.scene import NOISE_MAX
+from attn_audit.tasks.evaluate.detection_ap import detection_ap
 from training_common import (
     ZOO,
     cosine_schedule,
@@ -34,12 +39,6 @@ from training_common import (
     write_preprocessor,
     write_report,
 )
-
-from models.adapters.detr import centre_to_corners
-from storage.datasets import FashionDetect
-from storage.datasets.fashion.mnist import ITEM_SIZE, load_fashion_mnist
-from storage.datasets.fashion.scene import NOISE_MAX
-from tasks.evaluate.detection_ap import detection_ap
 
 SIZE, MEAN, STD = 96, 0.5, 0.5
 

@@ -11,9 +11,8 @@ regions.json) and training.json with the held-out test accuracy (grids of Fashio
 from __future__ import annotations
 
 import transformers
+from attn_audit.models.regions import RegionGrid
 from vqa_training import CANVAS, GRID, INIT, main
-
-from models.regions import RegionGrid
 
 
 def build_model(vocab_size: int, labels: list[str], feature_dim: int) -> transformers.LxmertForQuestionAnswering:

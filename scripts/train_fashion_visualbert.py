@@ -12,9 +12,8 @@ folder (safetensors, word-level vocab, regions.json) and training.json with the 
 from __future__ import annotations
 
 import transformers
+from attn_audit.models.regions import RegionGrid
 from vqa_training import CANVAS, GRID, INIT, main
-
-from models.regions import RegionGrid
 
 
 def build_model(vocab_size: int, labels: list[str], feature_dim: int) -> transformers.VisualBertForQuestionAnswering:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from attn_audit.storage.datasets import FashionCanvas
 from training_common import (
     ZOO,
     cosine_schedule,
@@ -27,8 +28,6 @@ from training_common import (
     write_preprocessor,
     write_training_json,
 )
-
-from storage.datasets import FashionCanvas
 
 MEAN, STD = 0.5, 0.5  # pixel normalisation, written to preprocessor_config.json
 

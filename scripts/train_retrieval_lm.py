@@ -26,11 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from attn_audit.storage.datasets.kv_retrieval import (
+    MAX_PAIRS,
+    MIN_PAIRS,
+    PROMPT_WORDS,
+    KvRetrieval,
+    draw_prompt,
+    is_test_prompt,
+)
 from tokenizers import Tokenizer, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from training_common import ZOO, cosine_schedule, provenance, write_training_json
-
-from storage.datasets.kv_retrieval import MAX_PAIRS, MIN_PAIRS, PROMPT_WORDS, KvRetrieval, draw_prompt, is_test_prompt
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 PAD, BOS, EOS = 0, 1, 2

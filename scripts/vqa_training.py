@@ -15,11 +15,10 @@ import time
 import numpy as np
 import torch
 import transformers
+from attn_audit.models.adapters import adapter_class
+from attn_audit.models.regions import RegionGrid
+from attn_audit.storage.datasets import FashionVqa
 from training_common import ZOO, cosine_schedule, parse_training_args, provenance, training_parser, write_training_json
-
-from models.adapters import adapter_class
-from models.regions import RegionGrid
-from storage.datasets import FashionVqa
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 GRID = 2  # the fashion-vqa canvas is a 2x2 grid of 28x28 items: one region per item cell

@@ -31,15 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ray
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.store import Store
+from attn_audit.tasks.evaluate.chunks import Chunk
+from attn_audit.tasks.evaluate.run import ChunkJob, evaluate_chunk
+from attn_audit.tasks.explain_shard import ShardJob, ShardResult, explain_shard
+from attn_audit.tasks.shards import Shard
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
-import models
-from storage.datasets import open_dataset
-from storage.store import Store
-from tasks.evaluate.chunks import Chunk
-from tasks.evaluate.run import ChunkJob, evaluate_chunk
-from tasks.explain_shard import ShardJob, ShardResult, explain_shard
-from tasks.shards import Shard
+from attn_audit import models
 
 # Default CPU share of a CPU actor: one core, one torch thread. Several single-threaded processes beat one
 # multi-threaded one here: torch's OpenMP threads spin at every barrier, and on a machine shared with any

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import models
-from models import LoadedModel
-from storage.datasets import SampleError as ReadError
-from tasks.labels import Label, LabelMap, sample_label
+from attn_audit.models import LoadedModel
+from attn_audit.storage.datasets import SampleError as ReadError
+from attn_audit.tasks.labels import Label, LabelMap, sample_label
+
+from attn_audit import models
 
 TARGET_POLICIES = ("predicted", "label")
 

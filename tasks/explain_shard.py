@@ -15,13 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-
-from models import LoadedModel
-from storage import tables
-from storage.store import Store
-from tasks.explain_dataset import explain_dataset
-from tasks.labels import label_map_for
-from tasks.shards import Shard
+from attn_audit.models import LoadedModel
+from attn_audit.storage import tables
+from attn_audit.storage.store import Store
+from attn_audit.tasks.explain_dataset import explain_dataset
+from attn_audit.tasks.labels import label_map_for
+from attn_audit.tasks.shards import Shard
 
 
 @dataclass(frozen=True)

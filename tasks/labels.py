@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from models.errors import AttnAuditError, SampleError
+from attn_audit.models.errors import AttnAuditError, SampleError
 
 MAPPING_HINT = ("map dataset labels to the model's classes with --label-map '{\"my label\": \"model class\"}' "
                 "(or a JSON file; Python: label_map=...)")

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from attn_audit.storage.store import StoreConflictError
+from attn_audit.tasks.actors import ActorPool
+from attn_audit.tasks.explain_shard import ShardJob, ShardResult
+from attn_audit.tasks.shards import Shard
 from deltalake.exceptions import CommitFailedError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
-
-from storage.store import StoreConflictError
-from tasks.actors import ActorPool
-from tasks.explain_shard import ShardJob, ShardResult
-from tasks.shards import Shard
 
 RETRIES = 2
 RETRY_DELAYS_S = [2, 10]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import transformers as T
+from attn_audit.models.regions import RegionGrid
 
-from models.regions import RegionGrid
 from tests.tiny_models import WORDS, bert_tokenizer
 
 ANSWERS = {i: f"answer{i}" for i in range(5)}
@@ -35,7 +35,7 @@ BUILD = {"lxmert": lxmert, "visual_bert": visual_bert}
 
 
 def wrapped(kind: str, **resources):
-    import models
+    from attn_audit import models
 
     return models.wrap(BUILD[kind](), device="cpu", tokenizer=bert_tokenizer(), regions=GRID, **resources)
 

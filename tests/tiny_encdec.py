@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import transformers as T
+from attn_audit.models.images import PixelTransform
 
-import models
-from models.images import PixelTransform
+from attn_audit import models
 
 WORDS = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sang loud quiet".split()
 SMALL = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, hidden_dropout_prob=0.0,

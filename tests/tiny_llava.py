@@ -69,8 +69,9 @@ def processor(tok: T.PreTrainedTokenizerFast, config: T.LlavaConfig) -> T.LlavaP
 
 def wrapped(capture: str = "eager", strategy: str = "default", feature_layer: int = -2, chat: bool = True,
             tower: str = "clip", **resources):
-    import models
-    from models.images import PixelTransform
+    from attn_audit.models.images import PixelTransform
+
+    from attn_audit import models
 
     model, tok = llava(strategy, feature_layer, chat, tower)
     return models.wrap(model, tokenizer=tok, device="cpu", capture=capture,

@@ -71,7 +71,7 @@ def causal_lm(kind: str, chat: bool = True):
 
 
 def wrapped(kind: str, chat: bool = True, **resources):
-    import models
+    from attn_audit import models
 
     model, tok = causal_lm(kind, chat)
     return models.wrap(model, tokenizer=tok, device="cpu", **resources)

@@ -74,7 +74,7 @@ def texts(n: int, seed: int = 0) -> list[dict]:
 
 def wrapped(kind: str, device: str = "cpu"):
     """A tiny model ready to explain: kind "vit", "deit", or a text kind of `text_model`."""
-    import models
+    from attn_audit import models
 
     if kind in ("vit", "deit"):
         return models.wrap(vit() if kind == "vit" else deit(), device=device)

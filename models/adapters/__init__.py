@@ -1,17 +1,17 @@
 """Topology adapters, one small file per model family."""
 
-from models.adapters.base import Adapter, SampleMaps
-from models.adapters.captioner import CaptionerAdapter
-from models.adapters.causal_lm import CausalLMAdapter
-from models.adapters.clip import ClipAdapter
-from models.adapters.detr import DetrAdapter
-from models.adapters.llava import LlavaAdapter
-from models.adapters.lxmert import LxmertVqaAdapter
-from models.adapters.seq2seq import Seq2SeqAdapter
-from models.adapters.text_classifier import MeanPoolAdapter, TextClassifierAdapter
-from models.adapters.visual_bert import VisualBertVqaAdapter
-from models.adapters.vit import ViTAdapter
-from models.errors import UnsupportedModelError
+from attn_audit.models.adapters.base import Adapter, SampleMaps
+from attn_audit.models.adapters.captioner import CaptionerAdapter
+from attn_audit.models.adapters.causal_lm import CausalLMAdapter
+from attn_audit.models.adapters.clip import ClipAdapter
+from attn_audit.models.adapters.detr import DetrAdapter
+from attn_audit.models.adapters.llava import LlavaAdapter
+from attn_audit.models.adapters.lxmert import LxmertVqaAdapter
+from attn_audit.models.adapters.seq2seq import Seq2SeqAdapter
+from attn_audit.models.adapters.text_classifier import MeanPoolAdapter, TextClassifierAdapter
+from attn_audit.models.adapters.visual_bert import VisualBertVqaAdapter
+from attn_audit.models.adapters.vit import ViTAdapter
+from attn_audit.models.errors import UnsupportedModelError
 
 ADAPTERS: tuple[type[Adapter], ...] = (ViTAdapter, TextClassifierAdapter, MeanPoolAdapter, LxmertVqaAdapter,
                                        VisualBertVqaAdapter, DetrAdapter, CaptionerAdapter, Seq2SeqAdapter,

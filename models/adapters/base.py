@@ -12,11 +12,10 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-
-from models.adapters.targets import Targets
-from models.batch import Batch
-from models.engine.events import Capture
-from models.errors import UnsupportedModelError
+from attn_audit.models.adapters.targets import Targets
+from attn_audit.models.batch import Batch
+from attn_audit.models.engine.events import Capture
+from attn_audit.models.errors import UnsupportedModelError
 
 
 @dataclass

@@ -4,14 +4,13 @@ patches and the earlier generated tokens."""
 from __future__ import annotations
 
 import torch
-
-from models.adapters.base import SampleMaps
-from models.adapters.checkpoint import pixel_transform
-from models.adapters.generation import GenerationAdapter
-from models.adapters.token_removal import black_out, drop_patches
-from models.adapters.vit import image_batch
-from models.errors import UnsupportedModelError
-from models.images import PixelTransform
+from attn_audit.models.adapters.base import SampleMaps
+from attn_audit.models.adapters.checkpoint import pixel_transform
+from attn_audit.models.adapters.generation import GenerationAdapter
+from attn_audit.models.adapters.token_removal import black_out, drop_patches
+from attn_audit.models.adapters.vit import image_batch
+from attn_audit.models.errors import UnsupportedModelError
+from attn_audit.models.images import PixelTransform
 
 
 class CaptionerAdapter(GenerationAdapter):

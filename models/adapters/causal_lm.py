@@ -17,15 +17,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-
-from models.adapters.base import SampleMaps
-from models.adapters.causal_lm_prompts import PromptEncoder
-from models.adapters.multi_target import MultiTargetAdapter
-from models.adapters.targets import Targets
-from models.engine.events import AttentionEvent, Capture, Readout
-from models.engine.fused import ATTENTION_NAME
-from models.errors import UnsupportedModelError
-from models.text import model_max_length
+from attn_audit.models.adapters.base import SampleMaps
+from attn_audit.models.adapters.causal_lm_prompts import PromptEncoder
+from attn_audit.models.adapters.multi_target import MultiTargetAdapter
+from attn_audit.models.adapters.targets import Targets
+from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
+from attn_audit.models.engine.fused import ATTENTION_NAME
+from attn_audit.models.errors import UnsupportedModelError
+from attn_audit.models.text import model_max_length
 
 
 def _position_ids(real: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,9 @@ sample and left-padded (the next token of every row is then scored at the batch'
 from __future__ import annotations
 
 import torch
-
-from models.batch import Batch, collect
-from models.errors import SampleError
-from models.text import _refuse_surrogates, is_blank
+from attn_audit.models.batch import Batch, collect
+from attn_audit.models.errors import SampleError
+from attn_audit.models.text import _refuse_surrogates, is_blank
 
 
 def _text(sample: dict, key: str, sid: str, what: str) -> str:

@@ -7,8 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-
-from models.images import PixelTransform
+from attn_audit.models.images import PixelTransform
 
 
 def checkpoint_folder(model: torch.nn.Module) -> Path | None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from models.adapters.base import Adapter, SampleMaps
-from models.batch import Batch
-from models.engine.events import AttentionEvent, Capture, Readout
-from models.errors import SampleError
-from models.images import PixelTransform, decode_image
-from models.paired import encode_pairs
-from models.text import TextEncoder, model_max_length
+from attn_audit.models.adapters.base import Adapter, SampleMaps
+from attn_audit.models.batch import Batch
+from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
+from attn_audit.models.errors import SampleError
+from attn_audit.models.images import PixelTransform, decode_image
+from attn_audit.models.paired import encode_pairs
+from attn_audit.models.text import TextEncoder, model_max_length
 
 
 class ClipAdapter(Adapter):

@@ -8,15 +8,14 @@ row = the detection's query (SPEC §1.7–1.8).
 from __future__ import annotations
 
 import torch
-
-from models.adapters.base import SampleMaps
-from models.adapters.checkpoint import pixel_transform
-from models.adapters.multi_target import MultiTargetAdapter
-from models.adapters.targets import Targets
-from models.adapters.token_removal import black_out
-from models.adapters.vit import image_batch
-from models.engine.events import AttentionEvent, Capture, Readout
-from models.images import PixelTransform
+from attn_audit.models.adapters.base import SampleMaps
+from attn_audit.models.adapters.checkpoint import pixel_transform
+from attn_audit.models.adapters.multi_target import MultiTargetAdapter
+from attn_audit.models.adapters.targets import Targets
+from attn_audit.models.adapters.token_removal import black_out
+from attn_audit.models.adapters.vit import image_batch
+from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
+from attn_audit.models.images import PixelTransform
 
 
 class DetrAdapter(MultiTargetAdapter):

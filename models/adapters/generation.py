@@ -12,12 +12,11 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
-
-from models.adapters.base import SampleMaps
-from models.adapters.multi_target import MultiTargetAdapter
-from models.adapters.targets import Targets
-from models.engine.events import AttentionEvent, Capture, Readout
-from models.errors import UnsupportedModelError
+from attn_audit.models.adapters.base import SampleMaps
+from attn_audit.models.adapters.multi_target import MultiTargetAdapter
+from attn_audit.models.adapters.targets import Targets
+from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
+from attn_audit.models.errors import UnsupportedModelError
 
 
 class GenerationAdapter(MultiTargetAdapter):

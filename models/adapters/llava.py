@@ -31,17 +31,16 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-
-from models.adapters.base import SampleMaps
-from models.adapters.causal_lm import CausalLMAdapter
-from models.adapters.checkpoint import pixel_transform
-from models.adapters.llava_prompts import ImagePrompts
-from models.adapters.token_removal import black_out, drop_patches
-from models.engine.events import AttentionEvent, Capture, Readout
-from models.errors import SampleError, UnsupportedModelError
-from models.images import PixelTransform, decode_image
-from models.paired import encode_pairs
-from models.text import model_max_length
+from attn_audit.models.adapters.base import SampleMaps
+from attn_audit.models.adapters.causal_lm import CausalLMAdapter
+from attn_audit.models.adapters.checkpoint import pixel_transform
+from attn_audit.models.adapters.llava_prompts import ImagePrompts
+from attn_audit.models.adapters.token_removal import black_out, drop_patches
+from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
+from attn_audit.models.errors import SampleError, UnsupportedModelError
+from attn_audit.models.images import PixelTransform, decode_image
+from attn_audit.models.paired import encode_pairs
+from attn_audit.models.text import model_max_length
 
 TOWER_SPECIALS = {"clip_vision_model": 1, "siglip_vision_model": 0}  # tokens before the patch grid ([CLS])
 

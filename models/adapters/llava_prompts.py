@@ -8,9 +8,9 @@ fixed like BOS: flagged, never removed by the text perturbation tests.
 
 from __future__ import annotations
 
-from models.adapters.causal_lm_prompts import PromptEncoder
-from models.errors import SampleError
-from models.text import is_blank
+from attn_audit.models.adapters.causal_lm_prompts import PromptEncoder
+from attn_audit.models.errors import SampleError
+from attn_audit.models.text import is_blank
 
 
 class ImagePrompts(PromptEncoder):

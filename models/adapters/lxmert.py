@@ -13,9 +13,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-
-from models.adapters.region_vqa import RegionVqaAdapter
-from models.engine.events import AttentionEvent, Capture, Readout
+from attn_audit.models.adapters.region_vqa import RegionVqaAdapter
+from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
 
 
 class LxmertVqaAdapter(RegionVqaAdapter):

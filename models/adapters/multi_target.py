@@ -8,11 +8,10 @@ of them from that one forward pass (models/run_capture.py), as it explains a cla
 from __future__ import annotations
 
 import torch
-
-from models.adapters.base import Adapter
-from models.adapters.targets import Targets
-from models.batch import Batch
-from models.engine.events import Capture
+from attn_audit.models.adapters.base import Adapter
+from attn_audit.models.adapters.targets import Targets
+from attn_audit.models.batch import Batch
+from attn_audit.models.engine.events import Capture
 
 
 class MultiTargetAdapter(Adapter):

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from models.adapters.base import Adapter, SampleMaps
-from models.adapters.token_removal import compact, drop_text_tokens
-from models.batch import Batch
-from models.errors import AttnAuditError, UnsupportedModelError
-from models.paired import encode_pairs
-from models.regions import RegionGrid, pad_regions, sample_regions
-from models.text import TextEncoder, model_max_length, removable_text_tokens
+from attn_audit.models.adapters.base import Adapter, SampleMaps
+from attn_audit.models.adapters.token_removal import compact, drop_text_tokens
+from attn_audit.models.batch import Batch
+from attn_audit.models.errors import AttnAuditError, UnsupportedModelError
+from attn_audit.models.paired import encode_pairs
+from attn_audit.models.regions import RegionGrid, pad_regions, sample_regions
+from attn_audit.models.text import TextEncoder, model_max_length, removable_text_tokens
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

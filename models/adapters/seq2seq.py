@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-
-from models.adapters.base import SampleMaps
-from models.adapters.generation import GenerationAdapter
-from models.adapters.token_removal import drop_text_tokens
-from models.text import TextEncoder, model_max_length, removable_text_tokens
+from attn_audit.models.adapters.base import SampleMaps
+from attn_audit.models.adapters.generation import GenerationAdapter
+from attn_audit.models.adapters.token_removal import drop_text_tokens
+from attn_audit.models.text import TextEncoder, model_max_length, removable_text_tokens
 
 
 class Seq2SeqAdapter(GenerationAdapter):

@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-
-from models.engine.events import Readout
+from attn_audit.models.engine.events import Readout
 
 
 @dataclass

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-
-from models.adapters.base import Adapter, SampleMaps
-from models.adapters.token_removal import drop_text_tokens
-from models.engine.events import AttentionEvent, Capture, Readout
-from models.text import TextEncoder, model_max_length, removable_text_tokens
+from attn_audit.models.adapters.base import Adapter, SampleMaps
+from attn_audit.models.adapters.token_removal import drop_text_tokens
+from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
+from attn_audit.models.text import TextEncoder, model_max_length, removable_text_tokens
 
 
 class TextClassifierAdapter(Adapter):

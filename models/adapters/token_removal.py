@@ -7,8 +7,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
-
-from models.images import PixelTransform
+from attn_audit.models.images import PixelTransform
 
 
 def compact(kept: torch.Tensor, inputs: dict, names: list[str], mask_name: str) -> dict[str, torch.Tensor]:

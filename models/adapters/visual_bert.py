@@ -8,9 +8,8 @@ split into the text and image maps.
 from __future__ import annotations
 
 import torch
-
-from models.adapters.region_vqa import RegionVqaAdapter
-from models.engine.events import AttentionEvent, Capture, Readout
+from attn_audit.models.adapters.region_vqa import RegionVqaAdapter
+from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
 
 
 class VisualBertVqaAdapter(RegionVqaAdapter):

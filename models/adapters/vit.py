@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from models.adapters.base import Adapter, SampleMaps
-from models.adapters.token_removal import black_out, drop_patches
-from models.batch import Batch, collect
-from models.engine.events import AttentionEvent, Capture, Readout
-from models.errors import SampleError
-from models.images import PixelTransform, decode_image
+from attn_audit.models.adapters.base import Adapter, SampleMaps
+from attn_audit.models.adapters.token_removal import black_out, drop_patches
+from attn_audit.models.batch import Batch, collect
+from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
+from attn_audit.models.errors import SampleError
+from attn_audit.models.images import PixelTransform, decode_image
 
 
 class ViTAdapter(Adapter):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-
-from models.engine.fused import LayerRecord, make_marker, marker_record
-from models.engine.rules import gradient_weighted, head_mean, masked_mean
+from attn_audit.models.engine.fused import LayerRecord, make_marker, marker_record
+from attn_audit.models.engine.rules import gradient_weighted, head_mean, masked_mean
 
 
 @dataclass

@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-
-from models.engine.attention_registry import attention_function
-from models.errors import AttnAuditError
+from attn_audit.models.engine.attention_registry import attention_function
+from attn_audit.models.errors import AttnAuditError
 
 ATTENTION_NAME = "attn_audit_fused"
 # (B × heads × rows × n_key) floats recomputed at once: about twice the layer's Q, so the chunks' temporaries grow

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from itertools import groupby
 
 import torch
-
-from models.engine.events import AttentionEvent, Readout
-from models.engine.rules import residual_normalize
+from attn_audit.models.engine.events import AttentionEvent, Readout
+from attn_audit.models.engine.rules import residual_normalize
 
 # One processed event: the event (for its labels) and its (B, n_query, n_key) map Ā.
 Step = tuple[AttentionEvent, torch.Tensor]

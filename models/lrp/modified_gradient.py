@@ -54,17 +54,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
-
-from models.engine.attention_registry import attention_function
-from models.errors import AttnAuditError
-from models.lrp.gradient_rules import (
+from attn_audit.models.engine.attention_registry import attention_function
+from attn_audit.models.errors import AttnAuditError
+from attn_audit.models.lrp.gradient_rules import (
     attnlrp_attention,
     cp_lrp_attention,
     frozen_scale_norm,
     identity_rule,
     scale_gradient,
 )
+from torch import nn
 
 Rule = Literal["attnlrp", "cp_lrp"]
 RULES: tuple[str, ...] = ("attnlrp", "cp_lrp")
@@ -144,7 +143,7 @@ def _attention_models(model: nn.Module) -> list[nn.Module]:
 
 
 def _install(model: nn.Module, rule: str, stack: ExitStack) -> None:
-    from models.heads import MeanPoolingClassifier
+    from attn_audit.models.heads import MeanPoolingClassifier
 
     activations = _activation_classes()
     for module in model.modules():

@@ -8,16 +8,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-
-from models.adapters.base import Adapter
-from models.adapters.clip import ClipAdapter
-from models.adapters.targets import Targets
-from models.batch import Batch
-from models.capture import autocast, gradient_path
-from models.errors import UnsupportedModelError
-from models.lrp.modified_gradient import clip_pair_forward, first_blocks, token_relevance
-from models.lrp.record import LRPRecord
-from models.lrp.relprop import Relevance, clip_pair_start, relprop
+from attn_audit.models.adapters.base import Adapter
+from attn_audit.models.adapters.clip import ClipAdapter
+from attn_audit.models.adapters.targets import Targets
+from attn_audit.models.batch import Batch
+from attn_audit.models.capture import autocast, gradient_path
+from attn_audit.models.errors import UnsupportedModelError
+from attn_audit.models.lrp.modified_gradient import clip_pair_forward, first_blocks, token_relevance
+from attn_audit.models.lrp.record import LRPRecord
+from attn_audit.models.lrp.relprop import Relevance, clip_pair_start, relprop
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

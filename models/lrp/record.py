@@ -20,8 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-
-from models.errors import UnsupportedModelError
+from attn_audit.models.errors import UnsupportedModelError
 
 
 @dataclass

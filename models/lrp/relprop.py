@@ -27,9 +27,17 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from models.lrp.record import BlockRecord, LRPRecord, StreamRecord, attention_probs
-from models.lrp.rules import RULE_SETS, RuleSet, av_split, clone, patch_conv_zb, qk_split, safe_divide, scatter_token
+from attn_audit.models.lrp.record import BlockRecord, LRPRecord, StreamRecord, attention_probs
+from attn_audit.models.lrp.rules import (
+    RULE_SETS,
+    RuleSet,
+    av_split,
+    clone,
+    patch_conv_zb,
+    qk_split,
+    safe_divide,
+    scatter_token,
+)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Relevancy methods, one file each; importing this package registers them all."""
 
-from models.methods import (  # noqa: F401
+from attn_audit.models.methods import (  # noqa: F401
     attention_sum,
     attn_gradcam,
     attnlrp,
@@ -12,8 +12,8 @@ from models.methods import (  # noqa: F401
     rollout,
     transformer_attribution,
 )
-from models.methods.finalize import finalize_rows
-from models.methods.registry import (
+from attn_audit.models.methods.finalize import finalize_rows
+from attn_audit.models.methods.registry import (
     Method,
     Param,
     available_methods,

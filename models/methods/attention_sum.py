@@ -1,8 +1,8 @@
 """attention_sum — the user's summary's aggregation: Σ attention over layers and heads (SPEC §2)."""
 
-from models.engine.rules import rownorm
-from models.methods.finalize import finalize_rows
-from models.methods.registry import Method, masked, read_row
+from attn_audit.models.engine.rules import rownorm
+from attn_audit.models.methods.finalize import finalize_rows
+from attn_audit.models.methods.registry import Method, masked, read_row
 
 
 class AttentionSum(Method):

@@ -1,6 +1,6 @@
 """attn_gradcam — Grad-CAM on the last attention layer (SPEC §2)."""
 
-from models.methods.registry import Method, last_layer_rows
+from attn_audit.models.methods.registry import Method, last_layer_rows
 
 
 def _gradcam_map(capture, event):

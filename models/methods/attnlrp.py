@@ -3,7 +3,7 @@
 σ held constant in LayerNorm, the identity rule on element-wise non-linearities; relevance read at the hidden
 states entering each tower's first block, starting from the target logit."""
 
-from models.methods.lrp_family import DTYPE, GRADIENT_FAMILIES, TOLERANCE, LRPMethod
+from attn_audit.models.methods.lrp_family import DTYPE, GRADIENT_FAMILIES, TOLERANCE, LRPMethod
 
 
 class AttnLRP(LRPMethod):

@@ -1,7 +1,7 @@
 """chefer2021 — Chefer, Gur & Wolf (ICCV 2021), the paper's method (SPEC §1)."""
 
-from models.engine.propagate import chefer_rows
-from models.methods.registry import START_LAYER, Method, from_layer, masked
+from attn_audit.models.engine.propagate import chefer_rows
+from attn_audit.models.methods.registry import START_LAYER, Method, from_layer, masked
 
 
 class Chefer2021(Method):

@@ -2,7 +2,7 @@
 Propagation"): the attention probabilities and LayerNorm's σ held constant, Gradient × Input of that graph
 (models/lrp/modified_gradient.py); read and noted as attnlrp is."""
 
-from models.methods.attnlrp import AttnLRP
+from attn_audit.models.methods.attnlrp import AttnLRP
 
 
 class CPLRP(AttnLRP):

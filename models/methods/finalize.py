@@ -1,8 +1,7 @@
 """The reporting conventions every method shares (SPEC §1.8–1.9)."""
 
 import torch
-
-from models.engine.events import Capture
+from attn_audit.models.engine.events import Capture
 
 
 def finalize_rows(rows: dict[str, torch.Tensor], capture: Capture, identity: bool = False) -> dict[str, torch.Tensor]:

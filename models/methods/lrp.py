@@ -2,7 +2,7 @@
 patch embedding summed over each patch's pixels and channels, for text the relevance at each token's embedding
 summed over its dimensions. These rules do not conserve (every Linear about doubles the total), so no note."""
 
-from models.methods.lrp_family import DTYPE, RECORDED_FAMILIES, TOLERANCE, LRPMethod
+from attn_audit.models.methods.lrp_family import DTYPE, RECORDED_FAMILIES, TOLERANCE, LRPMethod
 
 
 class LRP(LRPMethod):

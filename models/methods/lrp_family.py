@@ -10,9 +10,8 @@ modified-gradient rules (models/lrp/modified_gradient.py).
 from __future__ import annotations
 
 import torch
-
-from models.engine.events import Capture
-from models.methods.registry import Method, Param
+from attn_audit.models.engine.events import Capture
+from attn_audit.models.methods.registry import Method, Param
 
 DTYPE = Param(str, "float32", "precision of the relevance pass (float64: a check on ill-conditioned float32 LRP)",
               ("float32", "float64"))

@@ -2,7 +2,7 @@
 rules): mean_h of the clamped LRP relevance at the last block's attention probabilities, read at the readout
 row. No gradient pass."""
 
-from models.methods.lrp_family import DTYPE, RECORDED_FAMILIES, TOLERANCE, LRPMethod, stream_mask
+from attn_audit.models.methods.lrp_family import DTYPE, RECORDED_FAMILIES, TOLERANCE, LRPMethod, stream_mask
 
 
 class PartialLRP(LRPMethod):

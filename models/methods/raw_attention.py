@@ -1,6 +1,6 @@
 """raw_attention — the last layer's attention, mean over heads (SPEC §2)."""
 
-from models.methods.registry import Method, last_layer_rows
+from attn_audit.models.methods.registry import Method, last_layer_rows
 
 
 class RawAttention(Method):

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-
-from models.engine.events import AttentionEvent, Capture
-from models.engine.fused import BACKWARD_STATS
-from models.engine.rules import mask_pairs
-from models.errors import AttnAuditError, UnsupportedModelError
+from attn_audit.models.engine.events import AttentionEvent, Capture
+from attn_audit.models.engine.fused import BACKWARD_STATS
+from attn_audit.models.engine.rules import mask_pairs
+from attn_audit.models.errors import AttnAuditError, UnsupportedModelError
 
 # Needs of the LRP family that take a backward pass: per-head eager ∂y/∂A, and the modified-gradient rules
 GRADIENT_NEEDS = ("attention_gradient", "attnlrp", "cp_lrp")

@@ -6,9 +6,8 @@ formed, as vector–matrix products: O(n²) a layer.
 """
 
 import torch
-
-from models.engine.rules import eye_like, rownorm
-from models.methods.registry import START_LAYER, Method, from_layer, last_event, masked, read_row
+from attn_audit.models.engine.rules import eye_like, rownorm
+from attn_audit.models.methods.registry import START_LAYER, Method, from_layer, last_event, masked, read_row
 
 
 def _augmented(capture, event) -> torch.Tensor:

@@ -4,10 +4,16 @@ attention probabilities, rolled out as Π(I + Ā) without row normalisation from
 use 1, its notebooks 0), read at the readout row as chefer2021 is."""
 
 import torch
-
-from models.errors import AttnAuditError
-from models.methods.lrp_family import DTYPE, RECORDED_FAMILIES, TOLERANCE, LRPMethod, row_through, stream_mask
-from models.methods.registry import START_LAYER
+from attn_audit.models.errors import AttnAuditError
+from attn_audit.models.methods.lrp_family import (
+    DTYPE,
+    RECORDED_FAMILIES,
+    TOLERANCE,
+    LRPMethod,
+    row_through,
+    stream_mask,
+)
+from attn_audit.models.methods.registry import START_LAYER
 
 
 class TransformerAttribution(LRPMethod):

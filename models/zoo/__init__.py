@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.errors import ModelLoadError
+from attn_audit.models.errors import ModelLoadError
 
 ZOO_DIR = Path(__file__).parent
 

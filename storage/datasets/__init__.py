@@ -4,11 +4,11 @@
 ids, and a content fingerprint. Samples are plain dicts (see `Dataset`). This package never imports torch.
 """
 
-from storage.datasets.base import Dataset
-from storage.datasets.bbc_news import BbcNews
-from storage.datasets.coverage import patch_coverage, patch_coverage_fraction
-from storage.datasets.errors import DatasetError, SampleError
-from storage.datasets.fashion import (
+from attn_audit.storage.datasets.base import Dataset
+from attn_audit.storage.datasets.bbc_news import BbcNews
+from attn_audit.storage.datasets.coverage import patch_coverage, patch_coverage_fraction
+from attn_audit.storage.datasets.errors import DatasetError, SampleError
+from attn_audit.storage.datasets.fashion import (
     ANSWER_VOCAB,
     CELL_NAMES,
     CLASS_NAMES,
@@ -19,8 +19,8 @@ from storage.datasets.fashion import (
     FashionVqa,
     load_fashion_mnist,
 )
-from storage.datasets.readers import CsvDataset, ImageFolderDataset, JsonlDataset, ParquetDataset
-from storage.datasets.refs import BUILTINS, open_dataset
+from attn_audit.storage.datasets.readers import CsvDataset, ImageFolderDataset, JsonlDataset, ParquetDataset
+from attn_audit.storage.datasets.refs import BUILTINS, open_dataset
 
 __all__ = ["ANSWER_VOCAB", "BUILTINS", "CELL_NAMES", "CLASS_NAMES", "CLASS_WORDS", "BbcNews", "CsvDataset",
            "Dataset", "DatasetError", "FashionCanvas", "FashionCaption", "FashionDetect", "FashionVqa",

@@ -10,8 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-
-from storage.datasets.errors import SampleError
+from attn_audit.storage.datasets.errors import SampleError
 
 MODALITY_ORDER = ("image", "text")
 

@@ -8,8 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from storage.datasets.base import Dataset, content_fingerprint
-from storage.datasets.errors import DatasetError
+from attn_audit.storage.datasets.base import Dataset, content_fingerprint
+from attn_audit.storage.datasets.errors import DatasetError
 
 SPLITS = ("train", "test")
 TEST_SHARE = 5  # one article in five is a test article

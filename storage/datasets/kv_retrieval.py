@@ -15,9 +15,8 @@ from typing import ClassVar
 from urllib.parse import urlencode
 
 import numpy as np
-
-from storage.datasets.base import Dataset
-from storage.datasets.errors import DatasetError
+from attn_audit.storage.datasets.base import Dataset
+from attn_audit.storage.datasets.errors import DatasetError
 
 KEY_WORDS = [f"k{i}" for i in range(16)]
 VALUE_WORDS = [f"v{i}" for i in range(16)]

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-from storage.datasets.base import Dataset
-from storage.datasets.bbc_news import BbcNews
-from storage.datasets.errors import DatasetError
-from storage.datasets.fashion import FashionCanvas, FashionCaption, FashionDetect, FashionVqa
-from storage.datasets.kv_retrieval import KvRetrieval
-from storage.datasets.readers import CsvDataset, ImageFolderDataset, JsonlDataset, ParquetDataset
+from attn_audit.storage.datasets.base import Dataset
+from attn_audit.storage.datasets.bbc_news import BbcNews
+from attn_audit.storage.datasets.errors import DatasetError
+from attn_audit.storage.datasets.fashion import FashionCanvas, FashionCaption, FashionDetect, FashionVqa
+from attn_audit.storage.datasets.kv_retrieval import KvRetrieval
+from attn_audit.storage.datasets.readers import CsvDataset, ImageFolderDataset, JsonlDataset, ParquetDataset
 
 BUILTINS: dict[str, type[Dataset]] = {
     cls.name: cls for cls in (FashionCanvas, FashionVqa, FashionCaption, FashionDetect, BbcNews, KvRetrieval)}

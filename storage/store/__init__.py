@@ -12,7 +12,7 @@ perturbation_curves, comparisons) with provenance, one atomic commit per shard, 
 See docs/store.md for the layout and the guarantees. Never imports torch.
 """
 
-from storage.store.errors import (
+from attn_audit.storage.store.errors import (
     QueryError,
     SampleNotFoundError,
     SchemaVersionError,
@@ -22,11 +22,11 @@ from storage.store.errors import (
     StoreLocationError,
     UnknownRunError,
 )
-from storage.store.layout import SCHEMA_VERSION, TABLES, VIEW_NAMES
-from storage.store.provenance import code_version, fingerprint_files, fingerprint_text, run_key
-from storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec, StoredExplanation
-from storage.store.store import Store, open_store
-from storage.store.writable import check_writable
+from attn_audit.storage.store.layout import SCHEMA_VERSION, TABLES, VIEW_NAMES
+from attn_audit.storage.store.provenance import code_version, fingerprint_files, fingerprint_text, run_key
+from attn_audit.storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec, StoredExplanation
+from attn_audit.storage.store.store import Store, open_store
+from attn_audit.storage.store.writable import check_writable
 
 __all__ = ["RELEVANCE_DTYPES", "SCHEMA_VERSION", "STATUSES", "TABLES", "VIEW_NAMES", "QueryError", "RunInfo",
            "RunSpec", "SampleNotFoundError", "SchemaVersionError", "Store", "StoreConflictError", "StoreError",

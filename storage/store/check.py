@@ -33,12 +33,11 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+from attn_audit.storage.store.errors import StoreConflictError, StoreDamagedError, first_line
+from attn_audit.storage.store.layout import ADDED_TABLES, APPEND_TABLES, SHARD_TABLES, TABLES
+from attn_audit.storage.store.store import Store, _sql_safe, backoff, holds_transaction, shard_txn, writer_properties
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-
-from storage.store.errors import StoreConflictError, StoreDamagedError, first_line
-from storage.store.layout import ADDED_TABLES, APPEND_TABLES, SHARD_TABLES, TABLES
-from storage.store.store import Store, _sql_safe, backoff, holds_transaction, shard_txn, writer_properties
 
 COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
 CHECKPOINT_FILE = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet$")

@@ -6,8 +6,7 @@ import json
 from dataclasses import dataclass
 
 import pyarrow as pa
-
-from storage import tables
+from attn_audit.storage import tables
 
 SCHEMA_VERSION = 1  # bump on any change a reader of version N cannot read
 FORMAT = "attn-audit-store"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from attn_audit.storage.store.errors import StoreError
+from attn_audit.storage.store.layout import TABLES
+from attn_audit.storage.store.store import Store, backoff, writer_properties
 from deltalake.exceptions import CommitFailedError
-
-from storage.store.errors import StoreError
-from storage.store.layout import TABLES
-from storage.store.store import Store, backoff, writer_properties
 
 
 def optimize(store: Store) -> dict[str, dict]:

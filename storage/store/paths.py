@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
-from storage.store.errors import StoreLocationError
+from attn_audit.storage.store.errors import StoreLocationError
 
 # deltalake 1.6 cannot write a table under these (measured over every ASCII character): [ ] ^ | panic while it
 # registers the table's object store, a %XX sequence is decoded once too often (the table is looked for

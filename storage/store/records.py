@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-
-from storage.store.provenance import run_key
+from attn_audit.storage.store.provenance import run_key
 
 RELEVANCE_DTYPES = ("float32", "float16")
 STATUSES = ("running", "completed", "completed_with_errors", "failed")

@@ -28,9 +28,8 @@ from urllib.parse import unquote
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
-
-from storage.store.errors import QueryError
-from storage.store.layout import TABLES, VIEW_NAMES
+from attn_audit.storage.store.errors import QueryError
+from attn_audit.storage.store.layout import TABLES, VIEW_NAMES
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}  # DESCRIBE, SHOW, SUMMARIZE, VALUES, FROM-first parse as SELECT
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

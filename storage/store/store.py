@@ -23,11 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Field, Transaction, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError
-from deltalake.writer.properties import ColumnProperties
-
-from storage.store.errors import (
+from attn_audit.storage.store.errors import (
     SampleNotFoundError,
     SchemaVersionError,
     StoreConflictError,
@@ -37,7 +33,7 @@ from storage.store.errors import (
     UnknownRunError,
     first_line,
 )
-from storage.store.layout import (
+from attn_audit.storage.store.layout import (
     ADDED_COLUMNS,
     ADDED_TABLES,
     APPEND_TABLES,
@@ -47,12 +43,15 @@ from storage.store.layout import (
     description,
     parse_description,
 )
-from storage.store.paths import local_store_path
-from storage.store.provenance import canonical_json, code_version
-from storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec, StoredExplanation
+from attn_audit.storage.store.paths import local_store_path
+from attn_audit.storage.store.provenance import canonical_json, code_version
+from attn_audit.storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec, StoredExplanation
+from deltalake import CommitProperties, DeltaTable, Field, Transaction, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.writer.properties import ColumnProperties
 
 if TYPE_CHECKING:
-    from storage.store.check import CheckReport
+    from attn_audit.storage.store.check import CheckReport
 
 DICTIONARY_COLUMNS = ("method", "modality", "stage", "label", "target_label", "metric", "perturbation", "status")
 COMMIT_ATTEMPTS = 50
@@ -153,7 +152,7 @@ class Store:
     def _damaged(self, name: str | None, err: Exception | None = None) -> StoreDamagedError:
         """The error for a table (None: some table) that cannot be read: what the check finds wrong (one line,
         with what to do), else the reader's own first line."""
-        from storage.store.check import check, check_table
+        from attn_audit.storage.store.check import check, check_table
 
         try:
             report = check(self) if name is None else check_table(self, name)
@@ -538,20 +537,20 @@ class Store:
         """A DuckDB connection with read-only views runs, shards, predictions, explanations, errors, metrics,
         perturbation_curves, comparisons (see storage.store.sql). Close it when done: an open connection over
         Arrow datasets sometimes aborts the interpreter at exit (duckdb 2.0.1)."""
-        from storage.store.sql import connect
+        from attn_audit.storage.store.sql import connect
 
         return self._reading_views(lambda: connect(self, memory_limit=memory_limit))
 
     def sql(self, query: str, *, timeout: float | None = None, memory_limit: str | None = None) -> pa.Table:
         """Run one read-only SQL statement (SELECT / WITH / DESCRIBE / SHOW / EXPLAIN) over the views, within
         `timeout` seconds (default none) and `memory_limit` ("4GB"; default half the memory)."""
-        from storage.store.sql import run_query
+        from attn_audit.storage.store.sql import run_query
 
         return self._reading_views(lambda: run_query(self, query, timeout=timeout, memory_limit=memory_limit))
 
     def _reading_views(self, call):
         """DuckDB stops at a missing data file in the middle of a query, with a long message: look first."""
-        from storage.store.check import check_files
+        from attn_audit.storage.store.check import check_files
 
         check_files(self).raise_if_damaged()
         return call()
@@ -559,21 +558,21 @@ class Store:
     def check(self, run_id: str | None = None) -> CheckReport:
         """What is damaged in the store, or in one run (id or prefix) plus table-wide damage: a CheckReport
         (storage.store.check). Cheap: counts come from the logs' file statistics, not from reading the rows."""
-        from storage.store.check import check
+        from attn_audit.storage.store.check import check
 
         return check(self, None if run_id is None else self.run(run_id).run_id)
 
     def repair(self, run_id: str | None = None) -> CheckReport:
         """Make damaged tables readable and reset the shards whose rows were lost, so that the next `attn-audit
         explain` of their runs recomputes them; returns the check after the repair (storage.store.check)."""
-        from storage.store.check import repair
+        from attn_audit.storage.store.check import repair
 
         return repair(self, None if run_id is None else self.run(run_id).run_id)
 
     def optimize(self) -> dict[str, dict]:
         """Compact small files (one per shard commit) into large ones and checkpoint the logs. Readers keep
         working; old files stay until `vacuum`."""
-        from storage.store.maintenance import optimize
+        from attn_audit.storage.store.maintenance import optimize
 
         return optimize(self)
 

@@ -7,8 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from storage.store.errors import StoreLocationError
-from storage.store.layout import TABLES
+from attn_audit.storage.store.errors import StoreLocationError
+from attn_audit.storage.store.layout import TABLES
 
 
 def check_writable(store) -> None:

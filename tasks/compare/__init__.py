@@ -5,7 +5,7 @@ samples), stored in the `comparisons` table.
     summary = compare_runs("out/store", baseline="3f2a", run="9c1e")
 """
 
-from tasks.compare.run import CompareSettings, compare_runs
-from tasks.compare.stored import ComparisonSummary, comparisons_of, load_comparison
+from attn_audit.tasks.compare.run import CompareSettings, compare_runs
+from attn_audit.tasks.compare.stored import ComparisonSummary, comparisons_of, load_comparison
 
 __all__ = ["CompareSettings", "ComparisonSummary", "compare_runs", "comparisons_of", "load_comparison"]

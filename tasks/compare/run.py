@@ -24,17 +24,16 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
-
-from models import AttnAuditError
-from models.loading import checkpoint_class_names
-from storage.store import RunInfo, Store
-from storage.tables import COMPARISONS
-from tasks.compare.maps import comparable, rank_correlation, top_k, top_k_overlap
-from tasks.compare.stored import ComparisonSummary, load_comparison
-from tasks.evaluate.aggregate import current_sample_rows
-from tasks.evaluate.settings import EvalSettings
-from tasks.evaluate.specs import metric_spec
-from tasks.evaluate.stats import bootstrap_ci, paired_difference
+from attn_audit.models import AttnAuditError
+from attn_audit.models.loading import checkpoint_class_names
+from attn_audit.storage.store import RunInfo, Store
+from attn_audit.storage.tables import COMPARISONS
+from attn_audit.tasks.compare.maps import comparable, rank_correlation, top_k, top_k_overlap
+from attn_audit.tasks.compare.stored import ComparisonSummary, load_comparison
+from attn_audit.tasks.evaluate.aggregate import current_sample_rows
+from attn_audit.tasks.evaluate.settings import EvalSettings
+from attn_audit.tasks.evaluate.specs import metric_spec
+from attn_audit.tasks.evaluate.stats import bootstrap_ci, paired_difference
 
 
 @dataclass(frozen=True)

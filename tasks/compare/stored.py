@@ -8,8 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
-
-from storage.store import Store
+from attn_audit.storage.store import Store
 
 
 @dataclass

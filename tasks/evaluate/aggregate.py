@@ -15,13 +15,12 @@ import json
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from storage.store import Store
-from tasks.evaluate.notes import Notes
-from tasks.evaluate.rows import curve_rows, metric_rows
-from tasks.evaluate.settings import TESTS, EvalSettings
-from tasks.evaluate.specs import metric_spec
-from tasks.evaluate.stats import rank_methods
+from attn_audit.storage.store import Store
+from attn_audit.tasks.evaluate.notes import Notes
+from attn_audit.tasks.evaluate.rows import curve_rows, metric_rows
+from attn_audit.tasks.evaluate.settings import TESTS, EvalSettings
+from attn_audit.tasks.evaluate.specs import metric_spec
+from attn_audit.tasks.evaluate.stats import rank_methods
 
 SAMPLE_KEY = ["method", "metric", "modality", "sample_id", "target_index"]
 CURVE_KEY = ["method", "modality", "perturbation", "step", "fraction"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.store import Store
+from attn_audit.storage.store import Store
 
 
 @dataclass(frozen=True)

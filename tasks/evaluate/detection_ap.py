@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from tasks.evaluate.target_localisation import box_iou
+from attn_audit.tasks.evaluate.target_localisation import box_iou
 
 
 def detection_ap(detections: Sequence[tuple[int, int, float, Sequence[float]]], truths: Sequence[dict],

@@ -10,8 +10,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from storage.datasets import patch_coverage
+from attn_audit.storage.datasets import patch_coverage
 
 WORD_START_MARKERS = ("Ġ", "▁")
 

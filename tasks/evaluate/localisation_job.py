@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
-from tasks.evaluate.ground_truth import candidates_and_truth
-from tasks.evaluate.localisation import THRESHOLD_MODES, localisation_scores
-from tasks.evaluate.notes import Notes
-from tasks.evaluate.rows import Rows
-from tasks.evaluate.settings import EvalSettings
-from tasks.evaluate.target_localisation import target_scores
+from attn_audit.tasks.evaluate.ground_truth import candidates_and_truth
+from attn_audit.tasks.evaluate.localisation import THRESHOLD_MODES, localisation_scores
+from attn_audit.tasks.evaluate.notes import Notes
+from attn_audit.tasks.evaluate.rows import Rows
+from attn_audit.tasks.evaluate.settings import EvalSettings
+from attn_audit.tasks.evaluate.target_localisation import target_scores
 
 
 def localisation_rows(samples: dict[str, dict], exps: list, method: str, settings: EvalSettings, metrics: Rows,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tasks.evaluate.rows import Rows
+from attn_audit.tasks.evaluate.rows import Rows
 
 
 class Notes(Counter):

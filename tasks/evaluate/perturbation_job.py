@@ -8,15 +8,15 @@ per-sample AUCs equals the AUC of the mean curve (the trapezoid is linear), so p
 from __future__ import annotations
 
 import numpy as np
+from attn_audit.models.adapters.multi_target import MultiTargetAdapter
+from attn_audit.models.perturbation import perturbation_curves
+from attn_audit.tasks.evaluate.notes import Notes
+from attn_audit.tasks.evaluate.rows import Rows
+from attn_audit.tasks.evaluate.settings import EvalSettings
+from attn_audit.tasks.evaluate.specs import perturbation_test
+from attn_audit.tasks.labels import LabelError, LabelMap
 
-import models
-from models.adapters.multi_target import MultiTargetAdapter
-from models.perturbation import perturbation_curves
-from tasks.evaluate.notes import Notes
-from tasks.evaluate.rows import Rows
-from tasks.evaluate.settings import EvalSettings
-from tasks.evaluate.specs import perturbation_test
-from tasks.labels import LabelError, LabelMap
+from attn_audit import models
 
 
 def auc(fractions, values) -> float:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
-
-from storage.tables import METRICS, PERTURBATION_CURVES
+from attn_audit.storage.tables import METRICS, PERTURBATION_CURVES
 
 
 class Rows:

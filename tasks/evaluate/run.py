@@ -17,19 +17,20 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-import models
-from storage.datasets import SampleError as ReadError
-from storage.datasets import open_dataset
-from storage.store import Store
-from tasks.evaluate.aggregate import aggregate_run, stored_notes
-from tasks.evaluate.chunks import Chunk, committed_keys, plan_chunks
-from tasks.evaluate.localisation_job import localisation_rows
-from tasks.evaluate.notes import Notes
-from tasks.evaluate.perturbation_job import perturbation_rows
-from tasks.evaluate.rows import curve_rows, metric_rows
-from tasks.evaluate.sanity import sanity_rows
-from tasks.evaluate.settings import DEFAULT_TESTS, EvalSettings, parse_tests
-from tasks.labels import LabelMap, label_map_for
+from attn_audit.storage.datasets import SampleError as ReadError
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.store import Store
+from attn_audit.tasks.evaluate.aggregate import aggregate_run, stored_notes
+from attn_audit.tasks.evaluate.chunks import Chunk, committed_keys, plan_chunks
+from attn_audit.tasks.evaluate.localisation_job import localisation_rows
+from attn_audit.tasks.evaluate.notes import Notes
+from attn_audit.tasks.evaluate.perturbation_job import perturbation_rows
+from attn_audit.tasks.evaluate.rows import curve_rows, metric_rows
+from attn_audit.tasks.evaluate.sanity import sanity_rows
+from attn_audit.tasks.evaluate.settings import DEFAULT_TESTS, EvalSettings, parse_tests
+from attn_audit.tasks.labels import LabelMap, label_map_for
+
+from attn_audit import models
 
 CHUNK_TESTS = ("perturbation", "localisation")
 CHUNK_ATTEMPTS = 3  # on a pool: a chunk whose worker died is evaluated again (its commits are idempotent)

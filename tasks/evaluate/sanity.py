@@ -8,13 +8,13 @@ without their special tokens. The original maps are the stored ones; the targets
 from __future__ import annotations
 
 import numpy as np
+from attn_audit.models.randomization import cascading_randomization
+from attn_audit.tasks.evaluate.notes import Notes
+from attn_audit.tasks.evaluate.rows import Rows
+from attn_audit.tasks.evaluate.settings import EvalSettings
 from scipy.stats import spearmanr
 
-import models
-from models.randomization import cascading_randomization
-from tasks.evaluate.notes import Notes
-from tasks.evaluate.rows import Rows
-from tasks.evaluate.settings import EvalSettings
+from attn_audit import models
 
 
 def _flat(exp, modality: str) -> np.ndarray:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from models import AttnAuditError
+from attn_audit.models import AttnAuditError
 
 TESTS = ("perturbation", "localisation", "sanity")
 DEFAULT_TESTS = ("perturbation", "localisation")  # sanity is opt-in: it recomputes explanations per layer

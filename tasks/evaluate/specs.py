@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models import AttnAuditError
+from attn_audit.models import AttnAuditError
 
 ANY = None
 

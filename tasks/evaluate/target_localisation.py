@@ -14,10 +14,9 @@ Called by the evaluation's localisation job (tasks/evaluate/localisation_job.py)
 from __future__ import annotations
 
 import numpy as np
+from attn_audit.tasks.evaluate.ground_truth import mask_on_grid
+from attn_audit.tasks.evaluate.localisation import auprc, localisation_scores, otsu_threshold
 from PIL import Image
-
-from tasks.evaluate.ground_truth import mask_on_grid
-from tasks.evaluate.localisation import auprc, localisation_scores, otsu_threshold
 
 MATCH_IOU = 0.5
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from storage.store import Store, render
-from tasks.compare import ComparisonSummary, comparisons_of
-from tasks.report.examples import file_safe, sample_image
-from tasks.report.markup import table as _table
+from attn_audit.storage.store import Store, render
+from attn_audit.tasks.compare import ComparisonSummary, comparisons_of
+from attn_audit.tasks.report.examples import file_safe, sample_image
+from attn_audit.tasks.report.markup import table as _table
 
 
 def comparison_sections(store: Store, run_id: str, out: Path, most_changed: int = 3) -> list[str]:

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.compute as pc
-
-from storage.datasets import DatasetError, SampleError, open_dataset
-from storage.store import Store, render
-from tasks.evaluate.specs import metric_spec
+from attn_audit.storage.datasets import DatasetError, SampleError, open_dataset
+from attn_audit.storage.store import Store, render
+from attn_audit.tasks.evaluate.specs import metric_spec
 
 RANKING_METRICS = ("prob_auc_positive", "prob_auc_positive_zero", "auprc")
 

@@ -8,14 +8,14 @@ import html
 import json
 from pathlib import Path
 
-from storage.store import Store
-from storage.store.render import TOKEN_STYLE
-from tasks.evaluate.aggregate import stored_summary
-from tasks.evaluate.specs import metric_spec
-from tasks.report.comparison import comparison_sections
-from tasks.report.examples import Example, draw
-from tasks.report.markup import table as _table
-from tasks.report.plots import line_chart
+from attn_audit.storage.store import Store
+from attn_audit.storage.store.render import TOKEN_STYLE
+from attn_audit.tasks.evaluate.aggregate import stored_summary
+from attn_audit.tasks.evaluate.specs import metric_spec
+from attn_audit.tasks.report.comparison import comparison_sections
+from attn_audit.tasks.report.examples import Example, draw
+from attn_audit.tasks.report.markup import table as _table
+from attn_audit.tasks.report.plots import line_chart
 
 STYLE = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}table{border-collapse:collapse;"
          "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"

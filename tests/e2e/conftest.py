@@ -9,10 +9,10 @@ import os
 import pytest
 import torch
 import transformers
+from attn_audit.flows.prefect_settings import configure_environment
+from attn_audit.storage.datasets import CLASS_NAMES
 from PIL import Image
 
-from flows.prefect_settings import configure_environment
-from storage.datasets import CLASS_NAMES
 from tests import tiny_models
 from tests.tiny_models import SMALL
 
@@ -22,7 +22,7 @@ configure_environment()  # the settings the CLI uses (analytics off, quiet logs,
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A fresh local Ray (2 CPUs) for the whole session; yields its RayInfo (address for subprocesses)."""
-    from flows.ray_cluster import ray_session
+    from attn_audit.flows.ray_cluster import ray_session
 
     saved = os.environ.pop("RAY_ADDRESS", None)  # never a cluster of the developer's
     try:

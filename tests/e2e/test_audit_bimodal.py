@@ -4,9 +4,8 @@ are two modalities, each with its perturbation tests and BMEQ, plus the combined
 from __future__ import annotations
 
 import pytest
-
-from flows.cli import main
-from storage.store import Store
+from attn_audit.flows.cli import main
+from attn_audit.storage.store import Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

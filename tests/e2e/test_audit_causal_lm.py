@@ -9,9 +9,8 @@ import json
 import re
 
 import pytest
-
-from flows.cli import main
-from storage.store import Store
+from attn_audit.flows.cli import main
+from attn_audit.storage.store import Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SAMPLES = 10

@@ -8,13 +8,13 @@ import json
 
 import numpy as np
 import pytest
+from attn_audit.flows.audit import run_audit
+from attn_audit.flows.request import AuditRequest
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.store import Store
+from attn_audit.tasks.evaluate import EvalSettings, evaluate_run
 
-import models
-from flows.audit import run_audit
-from flows.request import AuditRequest
-from storage.datasets import open_dataset
-from storage.store import Store
-from tasks.evaluate import EvalSettings, evaluate_run
+from attn_audit import models
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 METHODS = ["chefer2021", "raw_attention"]

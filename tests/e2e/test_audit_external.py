@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from attn_audit.storage.store import Store
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from storage.store import Store
 from tests.e2e.test_audit_flow import stored_once, task_runs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -86,7 +86,7 @@ def test_audit_through_an_external_prefect_server_and_ray_cluster(canvas_vit, tm
         wait_until(lambda: healthy(api), prefect_server, prefect_log, "prefect server")
         store_path = tmp_path / "store"
         done = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "audit", "--model", str(canvas_vit), "--data",
+            [sys.executable, "-m", "attn_audit.flows.cli", "audit", "--model", str(canvas_vit), "--data",
              "builtin:fashion-canvas?n=24", "--methods", "chefer2021", "rollout", "--shard-size", "8",
              "--store", str(store_path), "--quiet"],
             cwd=ROOT, env={**env, "PREFECT_API_URL": api, "RAY_ADDRESS": f"127.0.0.1:{ray_port}"},

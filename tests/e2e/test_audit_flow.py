@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attn_audit.flows.audit import run_audit
+from attn_audit.flows.cli import main
+from attn_audit.flows.downstream import Downstream
+from attn_audit.flows.explain_cmd import run_explain
+from attn_audit.flows.request import AuditRequest
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.store import Store
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-import models
-from flows.audit import run_audit
-from flows.cli import main
-from flows.downstream import Downstream
-from flows.explain_cmd import run_explain
-from flows.request import AuditRequest
-from storage.datasets import open_dataset
-from storage.store import Store
+from attn_audit import models
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_an_interrupted_run_resumes_only_its_missing_shards_and_force_recomputes
     args = ["explain", "--model", str(canvas_vit), "--data", data, "--method", "chefer2021", "--shard-size",
             str(shard), "--batch-size", "4", "--workers", "1", "--store", str(store_path), "--quiet"]
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address, "PREFECT_API_URL": prefect_api}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "attn_audit.flows.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240

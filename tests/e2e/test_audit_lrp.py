@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from flows.cli import main
-from storage.store import Store
+from attn_audit.flows.cli import main
+from attn_audit.storage.store import Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SPECS = ["chefer2021", "transformer_attribution:start_layer=1", "partial_lrp", "lrp", "attnlrp", "cp_lrp"]

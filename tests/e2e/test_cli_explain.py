@@ -9,15 +9,15 @@ import sys
 import duckdb
 import numpy as np
 import pytest
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.store import Store
 from deltalake import DeltaTable
 
-import models
-from storage.datasets import open_dataset
-from storage.store import Store
+from attn_audit import models
 from tests import tiny_models
 
 pytestmark = pytest.mark.e2e
-CLI = [sys.executable, "-m", "flows.cli"]
+CLI = [sys.executable, "-m", "attn_audit.flows.cli"]
 
 
 def run_cli(*args):

@@ -15,11 +15,10 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from attn_audit.flows.cli import main
+from attn_audit.storage import tables
+from attn_audit.storage.store import RunSpec, Store
 from PIL import Image
-
-from flows.cli import main
-from storage import tables
-from storage.store import RunSpec, Store
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +32,7 @@ def world(tmp_path_factory):
         folder = root / "images" / ("alpha" if i % 2 else "beta")
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((32, 48, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
-    from storage.datasets import open_dataset
+    from attn_audit.storage.datasets import open_dataset
 
     dataset = open_dataset(f"imagefolder:{root / 'images'}")
     store = Store.open(root / "store", create=True)
@@ -71,7 +70,7 @@ def cli(capsys, *args) -> tuple[int, str, str]:
 
 def test_runs_lists_status_counts_and_methods_through_the_console_script(world):
     env = {**os.environ, "COLUMNS": "250"}
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "runs", "--store", str(world.store)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "attn_audit.flows.cli", "runs", "--store", str(world.store)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert world.image_run in done.stdout and world.text_run in done.stdout

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from attn_audit.storage.datasets import CLASS_NAMES, open_dataset
+from attn_audit.storage.store import Store
 from PIL import Image
 
-import models
-from storage.datasets import CLASS_NAMES, open_dataset
-from storage.store import Store
+from attn_audit import models
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,8 +26,8 @@ MODEL = "builtin:fashion-vit"
 
 def run_cli(*args, env=None):
     env = {**os.environ, "COLUMNS": "250", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env=env)
+    return subprocess.run([sys.executable, "-m", "attn_audit.flows.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
 
 
 @pytest.fixture(scope="module")

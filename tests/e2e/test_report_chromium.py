@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from attn_audit.tasks.evaluate import EvalSettings, evaluate_run
+from attn_audit.tasks.report import write_report
 
-from tasks.evaluate import EvalSettings, evaluate_run
-from tasks.report import write_report
 from tests.integration.test_evaluate import canvas_run  # noqa: F401  (a fixture: a stored tiny-ViT run)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

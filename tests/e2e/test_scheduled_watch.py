@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attn_audit.models.zoo import builtin_path
+from attn_audit.storage.store import Store
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -28,8 +30,6 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from safetensors.numpy import load_file, save_file
 
-from models.zoo import builtin_path
-from storage.store import Store
 from tests.e2e.test_audit_external import BIN, ROOT, free_port, healthy, service, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -54,7 +54,8 @@ def test_a_signalled_explain_leaves_no_prefect_server_running(ray_cluster, tmp_p
     env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "RAY_ADDRESS": ray_cluster.address}
     stderr = tmp_path / "stderr.txt"  # a file, not a pipe: the server inherits the command's output
     with stderr.open("w") as err:
-        cli = subprocess.Popen([sys.executable, "-m", "flows.cli", "explain", "--model", "builtin:fashion-vit",
+        cli = subprocess.Popen([sys.executable, "-m", "attn_audit.flows.cli", "explain", "--model",
+                                "builtin:fashion-vit",
                                 "--data", "builtin:fashion-canvas", "--limit", "200", "--store",
                                 str(tmp_path / "store"), "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=err)
     server = None

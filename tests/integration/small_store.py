@@ -6,9 +6,9 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from attn_audit.storage import tables
+from attn_audit.storage.store import Store
 
-from storage import tables
-from storage.store import Store
 from tests.integration.test_store import fake_explanations, make_spec
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
+from attn_audit.storage.tables import prediction_table
 
-import models
-from storage.tables import prediction_table
+from attn_audit import models
 from tests import tiny_models
 
 

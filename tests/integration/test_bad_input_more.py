@@ -9,15 +9,15 @@ import re
 
 import numpy as np
 import pytest
+from attn_audit.flows.plan import model_fingerprint
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.store import RunSpec, Store
+from attn_audit.tasks.explain_dataset import explain_dataset
+from attn_audit.tasks.explain_shard import explain_shard
+from attn_audit.tasks.shards import Shard
 from PIL import Image
 
-import models
-from flows.plan import model_fingerprint
-from storage.datasets import open_dataset
-from storage.store import RunSpec, Store
-from tasks.explain_dataset import explain_dataset
-from tasks.explain_shard import explain_shard
-from tasks.shards import Shard
+from attn_audit import models
 from tests import tiny_models
 from tests.bad_files import misdeclared_chunk_png
 

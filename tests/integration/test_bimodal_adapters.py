@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
+from attn_audit import models
 from tests import tiny_bimodal
 from tests.tiny_models import WORDS
 
@@ -139,8 +139,8 @@ def test_hooked_image_to_text_attention_is_the_one_the_model_uses():
     the map is in the model's computation, in that direction, at that layer."""
     m = tiny_bimodal.wrapped("lxmert")
     batch = m.preprocess(tiny_bimodal.samples(1))
-    from models.capture import CapturePlan
-    from models.run_capture import run_capture
+    from attn_audit.models.capture import CapturePlan
+    from attn_audit.models.run_capture import run_capture
 
     result = run_capture(m.adapter, batch, CapturePlan(False, frozenset({"gradient_weighted"})))
     # the first layer's: the last layer's image stream never reaches the [CLS] readout
@@ -206,7 +206,7 @@ def test_perturbation_drops_exactly_the_removed_tokens(kind_and_model, modality)
 
 def test_perturbation_curves_run_per_modality(kind_and_model):
     kind, m = kind_and_model
-    from models.perturbation import perturbation_curves
+    from attn_audit.models.perturbation import perturbation_curves
 
     samples = tiny_bimodal.samples(4)
     batch = m.preprocess(samples)
@@ -258,7 +258,7 @@ def test_precomputed_regions_read_from_a_jsonl_file_give_the_maps_of_the_in_memo
     `region_boxes` columns; a malformed cell is an error naming its row."""
     import json
 
-    from storage.datasets import SampleError, open_dataset
+    from attn_audit.storage.datasets import SampleError, open_dataset
 
     given = [s for s in tiny_bimodal.samples(6) if "region_features" in s]
     rows = [{"id": s["id"], "text": s["text"], "region_features": s["region_features"].tolist(),

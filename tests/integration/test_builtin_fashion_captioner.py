@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.tasks.evaluate.target_localisation import target_scores
 
-import models
-from storage.datasets import open_dataset
-from tasks.evaluate.target_localisation import target_scores
+from attn_audit import models
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

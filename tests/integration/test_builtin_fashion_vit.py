@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attn_audit.storage.datasets import open_dataset
 
-import models
-from storage.datasets import open_dataset
+from attn_audit import models
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def test_explanations_are_8x8_patch_grids_that_point_at_the_item():
     data = open_dataset("builtin:fashion-canvas?split=test&n=64&seed=7")
     samples = [data[i] for i in range(64)]
     exps = models.explain(m, m.preprocess(samples), method="chefer2021")
-    from storage.datasets import patch_coverage
+    from attn_audit.storage.datasets import patch_coverage
 
     hits = 0
     for exp, sample in zip(exps, samples):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attn_audit.storage.datasets import open_dataset
 
-import models
-from storage.datasets import open_dataset
+from attn_audit import models
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

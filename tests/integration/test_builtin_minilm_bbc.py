@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from attn_audit.models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassifier
+from attn_audit.storage.datasets import open_dataset
 
-import models
-from models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassifier
-from storage.datasets import open_dataset
+from attn_audit import models
 
 pytestmark = pytest.mark.slow
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.tasks.evaluate.localisation_job import localisation_rows
+from attn_audit.tasks.evaluate.notes import Notes
+from attn_audit.tasks.evaluate.rows import metric_rows
+from attn_audit.tasks.evaluate.settings import EvalSettings
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import models
-from storage.datasets import open_dataset
-from tasks.evaluate.localisation_job import localisation_rows
-from tasks.evaluate.notes import Notes
-from tasks.evaluate.rows import metric_rows
-from tasks.evaluate.settings import EvalSettings
+from attn_audit import models
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from attn_audit.models.perturbation import perturbation_curves
 
-import models
-from models.perturbation import perturbation_curves
+from attn_audit import models
 from tests import tiny_lm
 from tests.reference.causal_lm import reference_token
 

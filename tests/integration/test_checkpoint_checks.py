@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 import torch
+from attn_audit.models.zoo import ZOO_DIR, available
 from safetensors.torch import load_file, save_file
 
-import models
-from models.zoo import ZOO_DIR, available
+from attn_audit import models
 from tests import tiny_models
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
+from attn_audit import models
 from tests import tiny_bimodal
 from tests.tiny_models import bert_tokenizer
 

@@ -8,15 +8,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from flows.cli import main
-from models import AttnAuditError
-from storage import tables
-from storage.store import RunSpec, Store
-from tasks.compare import compare_runs, comparisons_of, load_comparison
-from tasks.evaluate.rows import metric_rows
-from tasks.evaluate.settings import EvalSettings
-from tasks.report import write_report
+from attn_audit.flows.cli import main
+from attn_audit.models import AttnAuditError
+from attn_audit.storage import tables
+from attn_audit.storage.store import RunSpec, Store
+from attn_audit.tasks.compare import compare_runs, comparisons_of, load_comparison
+from attn_audit.tasks.evaluate.rows import metric_rows
+from attn_audit.tasks.evaluate.settings import EvalSettings
+from attn_audit.tasks.report import write_report
 
 LABELS = ["cat", "dog"]
 BASE = np.array([[0.1, 0.4], [0.3, 0.2]], np.float32)

@@ -8,18 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from attn_audit.flows.plan import plan_run
+from attn_audit.flows.request import AuditRequest
+from attn_audit.flows.request_options import split_methods
+from attn_audit.models.capture import CapturePlan
+from attn_audit.models.engine.rules import eye_like, rownorm
+from attn_audit.models.run_capture import run_capture
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.store import RunSpec, Store
+from attn_audit.tasks.explain_shard import explain_shard
+from attn_audit.tasks.shards import Shard
 
-import models
-from flows.plan import plan_run
-from flows.request import AuditRequest
-from flows.request_options import split_methods
-from models.capture import CapturePlan
-from models.engine.rules import eye_like, rownorm
-from models.run_capture import run_capture
-from storage.datasets import open_dataset
-from storage.store import RunSpec, Store
-from tasks.explain_shard import explain_shard
-from tasks.shards import Shard
+from attn_audit import models
 from tests import tiny_models
 
 

@@ -6,11 +6,11 @@ import dataclasses
 
 import numpy as np
 import torch
+from attn_audit.models.capture import CapturePlan
+from attn_audit.models.run_capture import run_capture
+from attn_audit.storage.datasets import open_dataset
 
-import models
-from models.capture import CapturePlan
-from models.run_capture import run_capture
-from storage.datasets import open_dataset
+from attn_audit import models
 
 
 def test_the_first_decoder_self_attention_gets_its_gradient_as_the_authors_code_does():

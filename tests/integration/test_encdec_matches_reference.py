@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
+from attn_audit import models
 from tests import tiny_encdec
 from tests.reference import rules
 

@@ -4,13 +4,13 @@ stock model run one sample and one target at a time on the reduced input, scored
 import numpy as np
 import pytest
 import torch
+from attn_audit.models.perturbation import perturbation_curves
+from attn_audit.tasks.evaluate import EvalSettings
+from attn_audit.tasks.evaluate.notes import Notes
+from attn_audit.tasks.evaluate.perturbation_job import perturbation_rows
+from attn_audit.tasks.evaluate.rows import curve_rows, metric_rows
 
-import models
-from models.perturbation import perturbation_curves
-from tasks.evaluate import EvalSettings
-from tasks.evaluate.notes import Notes
-from tasks.evaluate.perturbation_job import perturbation_rows
-from tasks.evaluate.rows import curve_rows, metric_rows
+from attn_audit import models
 from tests import tiny_encdec
 
 STEPS = [0.0, 0.25, 0.5, 0.75, 1.0]

@@ -11,17 +11,17 @@ import pyarrow.compute as pc
 import pytest
 import torch
 import transformers
+from attn_audit.flows import evaluate_commands
+from attn_audit.flows.plan import model_fingerprint
+from attn_audit.storage.datasets import CLASS_NAMES, open_dataset
+from attn_audit.storage.store import RunSpec, Store
+from attn_audit.tasks.evaluate import EvalSettings, evaluate_run, stored_summary
+from attn_audit.tasks.explain_shard import explain_shard
+from attn_audit.tasks.report import write_report
+from attn_audit.tasks.shards import plan_shards
 from PIL import Image
 
-import models
-from flows import evaluate_commands
-from flows.plan import model_fingerprint
-from storage.datasets import CLASS_NAMES, open_dataset
-from storage.store import RunSpec, Store
-from tasks.evaluate import EvalSettings, evaluate_run, stored_summary
-from tasks.explain_shard import explain_shard
-from tasks.report import write_report
-from tasks.shards import plan_shards
+from attn_audit import models
 from tests import tiny_models
 
 METHODS = ("chefer2021", "rollout")

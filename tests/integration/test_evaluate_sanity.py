@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
+from attn_audit.models.randomization import cascading_randomization, randomization_steps
 
-from models.randomization import cascading_randomization, randomization_steps
 from tests import tiny_models
 
 

@@ -4,7 +4,7 @@ sample ids are positions, and the maps equal those of the same samples through `
 import numpy as np
 import pytest
 
-import models
+from attn_audit import models
 from tests import tiny_bimodal, tiny_models
 
 

@@ -8,13 +8,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+from attn_audit.models.capture import CapturePlan, capture_plan
+from attn_audit.models.engine.fused import ATTENTION_NAME
+from attn_audit.models.run_capture import run_capture
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-import models
-from models.capture import CapturePlan, capture_plan
-from models.engine.fused import ATTENTION_NAME
-from models.run_capture import run_capture
+from attn_audit import models
 from tests import tiny_bimodal, tiny_encdec, tiny_models
 from tests.tiny_models import bert_tokenizer
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
+from attn_audit import models
 from tests import tiny_models
 from tests.reference.hf import reference_classifier_row
 
@@ -74,9 +74,9 @@ def test_row_vector_path_equals_full_product():
     batch = m.preprocess(tiny_models.images(6))
     fast = models.explain(m, batch, method="chefer2021")
     chefer = models.methods.get_method("chefer2021")
-    from models.capture import CapturePlan
-    from models.methods import finalize_rows
-    from models.run_capture import run_capture
+    from attn_audit.models.capture import CapturePlan
+    from attn_audit.models.methods import finalize_rows
+    from attn_audit.models.run_capture import run_capture
 
     result = run_capture(m.adapter, batch, CapturePlan(True, frozenset({"gradient_weighted"})))
     chefer.fast_path = False

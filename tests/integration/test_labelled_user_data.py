@@ -9,16 +9,16 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from attn_audit.flows.plan import model_fingerprint, plan_run
+from attn_audit.flows.request import AuditRequest
+from attn_audit.storage.datasets import CLASS_NAMES, open_dataset
+from attn_audit.storage.store import RunSpec, Store
+from attn_audit.tasks.explain_shard import explain_shard
+from attn_audit.tasks.labels import LabelError
+from attn_audit.tasks.shards import Shard
 from PIL import Image
 
-import models
-from flows.plan import model_fingerprint, plan_run
-from flows.request import AuditRequest
-from storage.datasets import CLASS_NAMES, open_dataset
-from storage.store import RunSpec, Store
-from tasks.explain_shard import explain_shard
-from tasks.labels import LabelError
-from tasks.shards import Shard
+from attn_audit import models
 
 MODEL = "builtin:fashion-vit"
 PER_CLASS = 4

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-import models
+from attn_audit import models
 from tests import tiny_models
 from tests.reference.hf import reference_classifier_row
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers as T
 
-import models
+from attn_audit import models
 from tests.tiny_models import bert_tokenizer
 
 pytestmark = pytest.mark.slow

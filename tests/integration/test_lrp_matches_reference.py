@@ -14,10 +14,10 @@ from functools import cache
 import pytest
 import torch
 import transformers as T
+from attn_audit.models.errors import UnsupportedModelError
+from attn_audit.models.lrp.record import record
+from attn_audit.models.lrp.relprop import clip_pair_start, relprop
 
-from models.errors import UnsupportedModelError
-from models.lrp.record import record
-from models.lrp.relprop import clip_pair_start, relprop
 from tests import tiny_bimodal, tiny_models
 from tests.reference.lrp import reference_lrp
 

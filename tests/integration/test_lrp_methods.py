@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
+from attn_audit import models
 from tests import tiny_bimodal, tiny_models
 from tests.reference import lrp as chefer_reference
 from tests.reference import lrp_gradient as gradient_reference

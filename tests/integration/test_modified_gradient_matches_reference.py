@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
+from attn_audit.models.heads import MeanPoolingClassifier
+from attn_audit.models.lrp.modified_gradient import RULES, clip_pair_forward, first_blocks, token_relevance
 from transformers import AttentionInterface
 
-from models.heads import MeanPoolingClassifier
-from models.lrp.modified_gradient import RULES, clip_pair_forward, first_blocks, token_relevance
 from tests import tiny_bimodal, tiny_models
 from tests.reference import lrp_gradient as ref
 

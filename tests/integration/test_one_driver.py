@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from attn_audit.models.adapters.targets import Targets
 
-import models
-from models.adapters.targets import Targets
+from attn_audit import models
 from tests import tiny_models
 
 METHODS = ("chefer2021", "attn_gradcam", "raw_attention")
@@ -56,8 +56,8 @@ def test_every_class_at_once_equals_each_class_alone(kind, capture, monkeypatch)
 
 def test_a_classifier_capture_is_not_copied_per_target():
     """One target per sample: the per-target capture is the pass's own (no (B, heads, n, n) copy)."""
-    from models.capture import CapturePlan
-    from models.run_capture import run_capture
+    from attn_audit.models.capture import CapturePlan
+    from attn_audit.models.run_capture import run_capture
 
     m = tiny_models.wrapped("vit")
     result = run_capture(m.adapter, m.preprocess(tiny_models.images(3)), CapturePlan(False, frozenset({"mean"})),

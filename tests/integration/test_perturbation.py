@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from attn_audit.models.perturbation import perturbation_curves
 
-import models
-from models.perturbation import perturbation_curves
+from attn_audit import models
 from tests import tiny_models
 
 IMAGE_STEPS = [0.0, 0.25, 0.5, 0.75, 1.0]  # 16 patches: 0, 4, 8, 12, 16 removed

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from attn_audit.models.perturbation import perturbation_curves
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.tasks.evaluate.ground_truth import mask_on_grid
+from attn_audit.tasks.evaluate.perturbation_job import auc
+from attn_audit.tasks.evaluate.settings import IMAGE_STEPS
 
-import models
-from models.perturbation import perturbation_curves
-from storage.datasets import open_dataset
-from tasks.evaluate.ground_truth import mask_on_grid
-from tasks.evaluate.perturbation_job import auc
-from tasks.evaluate.settings import IMAGE_STEPS
+from attn_audit import models
 
 N = 64
 

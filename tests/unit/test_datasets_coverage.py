@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from attn_audit.storage.datasets import FashionCanvas, patch_coverage, patch_coverage_fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from storage.datasets import FashionCanvas, patch_coverage, patch_coverage_fraction
 
 
 def test_a_patch_is_covered_by_any_pixel():

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from storage.datasets import CLASS_NAMES, CLASS_WORDS, DatasetError, FashionCanvas, load_fashion_mnist
-from storage.datasets.fashion import mnist
+from attn_audit.storage.datasets import CLASS_NAMES, CLASS_WORDS, DatasetError, FashionCanvas, load_fashion_mnist
+from attn_audit.storage.datasets.fashion import mnist
 
 IDX_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}

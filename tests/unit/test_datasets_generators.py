@@ -7,10 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from storage.datasets import (
+from attn_audit.storage.datasets import (
     ANSWER_VOCAB,
     CELL_NAMES,
     CLASS_WORDS,
@@ -19,7 +16,10 @@ from storage.datasets import (
     FashionDetect,
     FashionVqa,
 )
-from storage.datasets.fashion.scene import NOISE_MAX, render, tight_box
+from attn_audit.storage.datasets.fashion.scene import NOISE_MAX, render, tight_box
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tests.unit.test_datasets_fashion_mnist import write_fake_fashion_mnist
 
 GENERATORS = [FashionCanvas, FashionVqa, FashionCaption, FashionDetect]

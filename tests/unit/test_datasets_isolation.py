@@ -11,12 +11,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import contextlib, importlib, io, json, pkgutil, sys
-import storage
+from attn_audit import storage
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
-    for module in pkgutil.walk_packages(storage.__path__, "storage."):
+    for module in pkgutil.walk_packages(storage.__path__, "attn_audit.storage."):
         importlib.import_module(module.name)
-    from storage.datasets import open_dataset
+    from attn_audit.storage.datasets import open_dataset
     for ref in ("builtin:fashion-canvas", "builtin:fashion-vqa", "builtin:fashion-caption",
                 "builtin:fashion-detect", "builtin:bbc-news"):
         data = open_dataset(ref)

@@ -7,12 +7,18 @@ import pickle
 
 import numpy as np
 import pytest
+from attn_audit.storage.datasets import DatasetError, open_dataset
+from attn_audit.storage.datasets.kv_retrieval import (
+    KEY_WORDS,
+    MAX_PAIRS,
+    MIN_PAIRS,
+    VALUE_WORDS,
+    KvRetrieval,
+    is_test_prompt,
+)
+from attn_audit.tasks.evaluate.ground_truth import candidates_and_truth
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from storage.datasets import DatasetError, open_dataset
-from storage.datasets.kv_retrieval import KEY_WORDS, MAX_PAIRS, MIN_PAIRS, VALUE_WORDS, KvRetrieval, is_test_prompt
-from tasks.evaluate.ground_truth import candidates_and_truth
 
 examples = settings(max_examples=40, deadline=None)
 

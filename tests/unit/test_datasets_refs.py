@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from storage.datasets import (
+from attn_audit.storage.datasets import (
     BUILTINS,
     BbcNews,
     CsvDataset,

@@ -17,6 +17,7 @@ import pytest
 import ray
 import tomllib
 import yaml
+from attn_audit.flows.cli import build_parser
 from packaging.specifiers import SpecifierSet
 from prefect import Flow
 from prefect.cli.deploy._models import PrefectYamlModel  # the model `prefect deploy` validates prefect.yaml with
@@ -25,8 +26,6 @@ from prefect.schedules import Cron
 from prefect.utilities.callables import parameter_schema
 from prefect.utilities.schema_tools import validate
 from ray.scripts.scripts import start as ray_start
-
-from flows.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -133,7 +132,7 @@ def test_serve_builds_deployments_of_real_flows_with_valid_parameters(tmp_path, 
 def test_dockerfile_copies_every_package_pins_what_the_cluster_runs_and_calls_real_commands():
     copied = {src for args in docker("COPY") for src in args.split()[:-1]}  # COPY SRC... DEST
     assert all((ROOT / src).exists() for src in copied)
-    packages = {pattern.rstrip("*") for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
+    packages = set(PYPROJECT["tool"]["setuptools"]["package-dir"].values())  # the folders of attn_audit
     assert packages <= copied and {"pyproject.toml", "README.md"} <= copied
     installs = " ".join(docker("RUN"))
     (torch_pin,) = re.findall(r"torch==([\w.]+)", installs)

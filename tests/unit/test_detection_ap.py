@@ -3,8 +3,7 @@
 import math
 
 import pytest
-
-from tasks.evaluate.detection_ap import detection_ap
+from attn_audit.tasks.evaluate.detection_ap import detection_ap
 
 BOX_A, BOX_B = [0, 0, 10, 10], [20, 20, 30, 30]
 

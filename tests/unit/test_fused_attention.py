@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from models.engine import fused
-from models.engine.fused import LayerRecord, Recorder, _FusedAttention, _gradcam_head_weights
+from attn_audit.models.engine import fused
+from attn_audit.models.engine.fused import LayerRecord, Recorder, _FusedAttention, _gradcam_head_weights
 
 B, H, NQ, NK, D = 2, 3, 5, 5, 4
 

@@ -1,8 +1,7 @@
 """Matching dataset labels to a model's classes (tasks.labels), on hand-written cases."""
 
 import pytest
-
-from tasks.labels import Label, LabelError, LabelMap, parse_label_map
+from attn_audit.tasks.labels import Label, LabelError, LabelMap, parse_label_map
 
 CLASSES = ("T-shirt/top", "Trouser", "Ankle boot")
 

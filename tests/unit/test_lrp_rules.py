@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from models.lrp import rules
+from attn_audit.models.lrp import rules
 
 D = torch.float64
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
-
-from tasks.evaluate.ground_truth import candidates_and_truth, mask_on_grid, word_ids
-from tasks.evaluate.localisation import (
+from attn_audit.tasks.evaluate.ground_truth import candidates_and_truth, mask_on_grid, word_ids
+from attn_audit.tasks.evaluate.localisation import (
     auprc,
     bmeq,
     localisation_scores,
@@ -16,6 +14,7 @@ from tasks.evaluate.localisation import (
     pointing_game,
     select,
 )
+from sklearn.metrics import average_precision_score
 
 MAP = np.array([0.0, 0.2, 0.9, 1.0, 0.4, 0.1])
 GT = np.array([False, False, True, True, True, False])

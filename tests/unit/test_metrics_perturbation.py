@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from models.perturbation import keep_masks, removal_counts, removal_ranks
-from tasks.evaluate.perturbation_job import auc
-from tasks.evaluate.settings import IMAGE_STEPS, TEXT_STEPS, EvalSettings, parse_tests
+from attn_audit.models.perturbation import keep_masks, removal_counts, removal_ranks
+from attn_audit.tasks.evaluate.perturbation_job import auc
+from attn_audit.tasks.evaluate.settings import IMAGE_STEPS, TEXT_STEPS, EvalSettings, parse_tests
 
 
 def test_auc_trapezoid_includes_p0():

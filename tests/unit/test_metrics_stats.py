@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models import AttnAuditError
-from tasks.evaluate.specs import METRICS, metric_spec
-from tasks.evaluate.stats import bootstrap_ci, bootstrap_means, paired_difference, rank_methods
+from attn_audit.models import AttnAuditError
+from attn_audit.tasks.evaluate.specs import METRICS, metric_spec
+from attn_audit.tasks.evaluate.stats import bootstrap_ci, bootstrap_means, paired_difference, rank_methods
 
 
 def test_bootstrap_ci_contains_the_mean_and_is_deterministic():
@@ -24,7 +23,7 @@ def test_bootstrap_edge_cases_and_blocks(monkeypatch):
     assert np.isnan(bootstrap_ci(np.array([])).mean)
     assert bootstrap_ci(np.array([1.0, np.nan, 3.0])).n == 2
     whole = bootstrap_means(np.arange(10.0), 50, seed=1)
-    monkeypatch.setattr("tasks.evaluate.stats.BLOCK_ELEMENTS", 30)  # 3 resamples per block
+    monkeypatch.setattr("attn_audit.tasks.evaluate.stats.BLOCK_ELEMENTS", 30)  # 3 resamples per block
     assert bootstrap_means(np.arange(10.0), 50, seed=1).shape == whole.shape
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attn_audit.models.engine import attention_registry
+from attn_audit.models.errors import AttnAuditError
+from attn_audit.models.lrp.gradient_rules import attnlrp_attention, cp_lrp_attention, identity_rule
+from attn_audit.models.lrp.modified_gradient import conservation, modified_backward
 from torch import nn
-
-from models.engine import attention_registry
-from models.errors import AttnAuditError
-from models.lrp.gradient_rules import attnlrp_attention, cp_lrp_attention, identity_rule
-from models.lrp.modified_gradient import conservation, modified_backward
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attn_audit.storage.datasets import CsvDataset, DatasetError, SampleError, open_dataset
 from PIL import Image
-
-from storage.datasets import CsvDataset, DatasetError, SampleError, open_dataset
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attn_audit.storage.datasets import DatasetError, ImageFolderDataset, SampleError, open_dataset
 from PIL import Image
-
-from storage.datasets import DatasetError, ImageFolderDataset, SampleError, open_dataset
 
 
 def png(path: Path, value: int = 0) -> Path:

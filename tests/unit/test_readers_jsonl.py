@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attn_audit.storage.datasets import DatasetError, JsonlDataset, SampleError, open_dataset
 from PIL import Image
 
-from storage.datasets import DatasetError, JsonlDataset, SampleError, open_dataset
 from tests.bad_files import misdeclared_chunk_png
 
 

@@ -10,9 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from attn_audit.storage.datasets import DatasetError, ParquetDataset, SampleError, open_dataset
 from PIL import Image
-
-from storage.datasets import DatasetError, ParquetDataset, SampleError, open_dataset
 
 
 def png_bytes(value: int) -> bytes:

@@ -8,14 +8,14 @@ import inspect
 from pathlib import Path
 
 import pytest
+from attn_audit.flows.audit import audit, explain
+from attn_audit.flows.cli import build_parser
+from attn_audit.flows.downstream import Downstream
+from attn_audit.flows.request import REQUEST_FIELDS, AuditRequest, ComputeSpec, MapSpec, build_request
+from attn_audit.flows.watch import watch_checkpoints
 from pydantic import ValidationError
 
-import models
-from flows.audit import audit, explain
-from flows.cli import build_parser
-from flows.downstream import Downstream
-from flows.request import REQUEST_FIELDS, AuditRequest, ComputeSpec, MapSpec, build_request
-from flows.watch import watch_checkpoints
+from attn_audit import models
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN_OPTIONS = {"quiet", "verbose"}  # how a command shows its work, not part of the request

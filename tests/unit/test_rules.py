@@ -1,9 +1,8 @@
 """Every rule of SPEC §1 on tiny hand-computed matrices (expected values worked out in comments)."""
 
 import torch
-
-from models.engine import AttentionEvent, Readout, chefer_rows, propagate_state
-from models.engine.rules import gradient_weighted, residual_normalize, rownorm
+from attn_audit.models.engine import AttentionEvent, Readout, chefer_rows, propagate_state
+from attn_audit.models.engine.rules import gradient_weighted, residual_normalize, rownorm
 
 
 def t(rows):

@@ -1,10 +1,10 @@
 """Shard plans and actor placement: pure functions, no Ray running."""
 
 import pytest
+from attn_audit.tasks.actors import MAX_WORKERS_PER_CPU, error_line, plan_placement
+from attn_audit.tasks.shards import Shard, pending_shards, plan_shards
 
-import models
-from tasks.actors import MAX_WORKERS_PER_CPU, error_line, plan_placement
-from tasks.shards import Shard, pending_shards, plan_shards
+from attn_audit import models
 
 
 def test_shards_are_contiguous_and_cover_every_position_once():
@@ -64,12 +64,11 @@ def test_a_worker_count_the_cluster_cannot_hold_is_capped_and_says_why():
 
 
 def test_only_what_can_succeed_on_a_second_try_is_retried():
+    from attn_audit.storage.datasets import DatasetError
+    from attn_audit.storage.store import StoreConflictError
+    from attn_audit.tasks.shard_task import is_transient
     from deltalake.exceptions import CommitFailedError
     from ray.exceptions import ActorDiedError, RayTaskError
-
-    from storage.datasets import DatasetError
-    from storage.store import StoreConflictError
-    from tasks.shard_task import is_transient
 
     def raised_in_a_worker(err):
         return RayTaskError("run_shard", "Traceback ...", err).as_instanceof_cause()

@@ -5,8 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-
-from storage.store import RunSpec, code_version, fingerprint_files, render, run_key
+from attn_audit.storage.store import RunSpec, code_version, fingerprint_files, render, run_key
 
 
 def test_fingerprint_depends_on_content_not_location_or_order(tmp_path):

@@ -1,8 +1,7 @@
 """Localisation of single targets: caption word k against cell k, detections against the object they found."""
 
 import numpy as np
-
-from tasks.evaluate.target_localisation import box_iou, segmentation_scores, target_mask, target_scores
+from attn_audit.tasks.evaluate.target_localisation import box_iou, segmentation_scores, target_mask, target_scores
 
 
 def caption_sample():

@@ -4,11 +4,10 @@ characters shown rather than obeyed."""
 import io
 
 import pytest
+from attn_audit.flows import cli
+from attn_audit.flows.audit import RunSummary
+from attn_audit.flows.terminal import literal
 from rich.console import Console
-
-from flows import cli
-from flows.audit import RunSummary
-from flows.terminal import literal
 
 HOSTILE_ID = "[/x] bad \x1b[2J[bold]id"
 HOSTILE_PATH = "/data/br[red]/store"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from storage.datasets.fashion.generator import FashionGenerator
-from storage.datasets.fashion.mnist import CLASS_NAMES, ITEM_SIZE
-from storage.datasets.fashion.scene import Placement, Scene, add_clutter, noise, render, tight_box
+from attn_audit.storage.datasets.fashion.generator import FashionGenerator
+from attn_audit.storage.datasets.fashion.mnist import CLASS_NAMES, ITEM_SIZE
+from attn_audit.storage.datasets.fashion.scene import Placement, Scene, add_clutter, noise, render, tight_box
 
 CANVAS_SIZE = 64
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from storage.datasets.fashion.generator import FashionGenerator
-from storage.datasets.fashion.grid import grid_scene
-from storage.datasets.fashion.mnist import CLASS_WORDS
-from storage.datasets.fashion.scene import Scene, render
+from attn_audit.storage.datasets.fashion.generator import FashionGenerator
+from attn_audit.storage.datasets.fashion.grid import grid_scene
+from attn_audit.storage.datasets.fashion.mnist import CLASS_WORDS
+from attn_audit.storage.datasets.fashion.scene import Scene, render
 
 
 class FashionCaption(FashionGenerator):

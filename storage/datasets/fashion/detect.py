@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from storage.datasets.fashion.generator import FashionGenerator
-from storage.datasets.fashion.mnist import CLASS_NAMES, ITEM_SIZE
-from storage.datasets.fashion.scene import Box, Placement, Scene, noise, render, tight_box
+from attn_audit.storage.datasets.fashion.generator import FashionGenerator
+from attn_audit.storage.datasets.fashion.mnist import CLASS_NAMES, ITEM_SIZE
+from attn_audit.storage.datasets.fashion.scene import Box, Placement, Scene, noise, render, tight_box
 
 CANVAS_SIZE = 96
 MAX_ITEMS = 4

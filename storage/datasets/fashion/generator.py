@@ -11,11 +11,10 @@ from typing import ClassVar
 from urllib.parse import urlencode
 
 import numpy as np
-
-from storage.datasets.base import Dataset
-from storage.datasets.errors import DatasetError
-from storage.datasets.fashion.mnist import load_fashion_mnist
-from storage.datasets.fashion.scene import Scene
+from attn_audit.storage.datasets.base import Dataset
+from attn_audit.storage.datasets.errors import DatasetError
+from attn_audit.storage.datasets.fashion.mnist import load_fashion_mnist
+from attn_audit.storage.datasets.fashion.scene import Scene
 
 SPLIT_CODES = {"test": 0, "train": 1}
 DEFAULT_SIZES = {"test": 10_000, "train": 60_000}

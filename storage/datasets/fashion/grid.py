@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from storage.datasets.fashion.generator import FashionSource
-from storage.datasets.fashion.mnist import ITEM_SIZE
-from storage.datasets.fashion.scene import Placement, Scene, noise
+from attn_audit.storage.datasets.fashion.generator import FashionSource
+from attn_audit.storage.datasets.fashion.mnist import ITEM_SIZE
+from attn_audit.storage.datasets.fashion.scene import Placement, Scene, noise
 
 GRID_SIZE = 2 * ITEM_SIZE
 # Cells in reading order; cell c sits at column c % 2, row c // 2.

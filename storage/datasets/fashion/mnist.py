@@ -7,8 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-
-from storage.datasets.errors import DatasetError
+from attn_audit.storage.datasets.errors import DatasetError
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

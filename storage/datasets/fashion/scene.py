@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from storage.datasets.fashion.mnist import ITEM_SIZE
+from attn_audit.storage.datasets.fashion.mnist import ITEM_SIZE
 
 NOISE_MAX = 24  # background noise stays well below the items' typical brightness
 CLUTTER_MIN = 80  # clutter is bright enough to distract, unlike the noise

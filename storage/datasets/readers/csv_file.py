@@ -7,9 +7,9 @@ import itertools
 import json
 import re
 
-from storage.datasets.errors import DatasetError
-from storage.datasets.readers.cells import RowProblem
-from storage.datasets.readers.tabular import Row, TabularDataset
+from attn_audit.storage.datasets.errors import DatasetError
+from attn_audit.storage.datasets.readers.cells import RowProblem
+from attn_audit.storage.datasets.readers.tabular import Row, TabularDataset
 
 _INTEGER = re.compile(r"-?\d+")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from storage.datasets.base import Dataset, content_fingerprint
-from storage.datasets.errors import DatasetError, SampleError
+from attn_audit.storage.datasets.base import Dataset, content_fingerprint
+from attn_audit.storage.datasets.errors import DatasetError, SampleError
 
 IMAGE_SUFFIXES = {".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from storage.datasets.readers.tabular import Row, TabularDataset
+from attn_audit.storage.datasets.readers.tabular import Row, TabularDataset
 
 
 class JsonlDataset(TabularDataset):

@@ -6,10 +6,9 @@ import bisect
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from storage.datasets.errors import DatasetError
-from storage.datasets.readers.cells import GROUND_TRUTH_COLUMNS, MODALITY_COLUMNS
-from storage.datasets.readers.tabular import Row, TabularDataset
+from attn_audit.storage.datasets.errors import DatasetError
+from attn_audit.storage.datasets.readers.cells import GROUND_TRUTH_COLUMNS, MODALITY_COLUMNS
+from attn_audit.storage.datasets.readers.tabular import Row, TabularDataset
 
 # Arrow type kinds each known column accepts (see `_kind`).
 ACCEPTED_KINDS = {

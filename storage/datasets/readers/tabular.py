@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from storage.datasets.base import MODALITY_ORDER, Dataset, content_fingerprint
-from storage.datasets.errors import DatasetError, SampleError
-from storage.datasets.readers.cells import (
+from attn_audit.storage.datasets.base import MODALITY_ORDER, Dataset, content_fingerprint
+from attn_audit.storage.datasets.errors import DatasetError, SampleError
+from attn_audit.storage.datasets.readers.cells import (
     GROUND_TRUTH_COLUMNS,
     MODALITY_COLUMNS,
     RowProblem,
