@@ -60,7 +60,8 @@ def add_options(parser: argparse.ArgumentParser, spec: type[BaseModel], *, requi
             parser.add_argument(flag(name), action="store_true", default=None, help=help_text)
         else:
             parser.add_argument(flag(name), type=kind, choices=choices, required=name in required,
-                                metavar=None if choices else _metavar(name, info), help=help_text)
+                                metavar=None if choices else "JSON|FILE" if name == "label_map" else name.upper(),
+                                help=help_text)
 
 
 def given(args: argparse.Namespace, spec: type[BaseModel]) -> dict[str, Any]:
@@ -83,7 +84,3 @@ def _kind(annotation) -> tuple[type, list | None]:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return (args[0], None) if len(args) == 1 else (str, None)
     return annotation, None
-
-
-def _metavar(name: str, info: FieldInfo) -> str:
-    return "JSON|FILE" if name == "label_map" else name.upper()

@@ -4,9 +4,13 @@ wraps the prompt in `<|user|>` … `<|assistant|>` tokens."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 import torch
 import transformers as T
+from attn_audit.models import explain
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 WORDS = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sang loud quiet".split()
@@ -81,3 +85,17 @@ def prompts(n: int, seed: int = 0) -> list[dict]:
     """Prompts of different lengths, so a batch of them is left-padded."""
     rng = np.random.default_rng(seed)
     return [{"id": f"p{i}", "text": " ".join(rng.choice(WORDS, size=2 + 3 * i % 7))} for i in range(n)]
+
+
+def assert_batched_equals_alone(m, samples: list[dict], methods: list[str], modalities: tuple[str, ...],
+                                tol: float) -> None:
+    """Explained together (left-padded) and one sample at a time: the same targets, details, tokens and maps."""
+    together = explain(m, m.preprocess(samples), method=methods)
+    alone = [e for s in samples for e in explain(m, m.preprocess([s]), method=methods)]
+    assert [(e.sample_id, e.target, e.method) for e in together] == [(e.sample_id, e.target, e.method) for e in alone]
+    for a, b in zip(alone, together):
+        da, db = json.loads(a.target_detail), json.loads(b.target_detail)
+        assert da.pop("logprob") == pytest.approx(db.pop("logprob"), abs=tol) and da == db and a.tokens == b.tokens
+        for modality in modalities:
+            np.testing.assert_allclose(b.relevance[modality], a.relevance[modality], atol=tol,
+                                       err_msg=f"{a.method} {modality}")

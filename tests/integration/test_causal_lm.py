@@ -67,14 +67,7 @@ def test_the_readout_entry_is_r_minus_identity():
 @pytest.mark.parametrize("capture", ["eager", "fused"])
 def test_batched_and_left_padded_equals_one_prompt_at_a_time(capture):
     m = _wrapped("qwen2", capture)
-    samples, methods = tiny_lm.prompts(4), models.default_methods()
-    together = models.explain(m, m.preprocess(samples), method=methods)
-    alone = [e for s in samples for e in models.explain(m, m.preprocess([s]), method=methods)]
-    assert [(e.sample_id, e.target, e.method) for e in together] == [(e.sample_id, e.target, e.method) for e in alone]
-    for a, b in zip(alone, together):
-        da, db = json.loads(a.target_detail), json.loads(b.target_detail)
-        assert da.pop("logprob") == pytest.approx(db.pop("logprob"), abs=TOL) and da == db and a.tokens == b.tokens
-        np.testing.assert_allclose(b.relevance["text"], a.relevance["text"], atol=TOL, err_msg=f"{a.method}")
+    tiny_lm.assert_batched_equals_alone(m, tiny_lm.prompts(4), models.default_methods(), ("text",), TOL)
 
 
 def test_forced_decoding_of_the_greedy_continuation_equals_generation():

@@ -81,16 +81,7 @@ def test_a_prompt_that_ends_with_its_image_is_read_at_an_image_position():
 @pytest.mark.parametrize("capture", ["eager", "fused"])
 def test_batched_and_left_padded_equals_one_sample_at_a_time(capture):
     m = tiny_llava.wrapped(capture)
-    samples, methods = tiny_llava.samples(4), models.default_methods()
-    together = models.explain(m, m.preprocess(samples), method=methods)
-    alone = [e for s in samples for e in models.explain(m, m.preprocess([s]), method=methods)]
-    assert [(e.sample_id, e.target, e.method) for e in together] == [(e.sample_id, e.target, e.method) for e in alone]
-    for a, b in zip(alone, together):
-        da, db = json.loads(a.target_detail), json.loads(b.target_detail)
-        assert da.pop("logprob") == pytest.approx(db.pop("logprob"), abs=TOL) and da == db and a.tokens == b.tokens
-        for modality in ("text", "image"):
-            np.testing.assert_allclose(b.relevance[modality], a.relevance[modality], atol=TOL,
-                                       err_msg=f"{a.method} {modality}")
+    tiny_lm.assert_batched_equals_alone(m, tiny_llava.samples(4), models.default_methods(), ("text", "image"), TOL)
 
 
 def test_forced_decoding_of_the_greedy_continuation_equals_generation():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import rules
+from .causal_lm import self_relevancy, token_backward
 
 
 def reference_token(model: torch.nn.Module, pixel_values: torch.Tensor, ids: list[int], p: int
@@ -22,31 +22,11 @@ def reference_token(model: torch.nn.Module, pixel_values: torch.Tensor, ids: lis
     float64, logit, log probability) for token `ids[p]` given the image and `ids[:p]`."""
     assert 0 < p < len(ids)
     config = model.config
-    previous = config._attn_implementation
-    model.set_attn_implementation("eager")
-    saved = {q: q.grad for q in model.parameters()}
-    try:
-        with torch.enable_grad():
-            out = model(input_ids=torch.tensor([ids[:p]]), pixel_values=pixel_values[None], output_attentions=True)
-            tower, stream = out.image_outputs.attentions, out.attentions
-            for a in (*tower, *stream):
-                a.retain_grad()
-            logits = out.logits[0, p - 1]
-            model.zero_grad(set_to_none=True)
-            logits[ids[p]].backward()
-    finally:
-        for q, g in saved.items():
-            q.grad = g
-        model.set_attn_implementation(previous)
-
-    def relevancy(attentions, n):
-        events = [{"kind": "self", "query": "s", "key": "s", "block": layer,
-                   "abar": rules.grad_weighted(a[0], torch.zeros_like(a[0]) if a.grad is None else a.grad[0])}
-                  for layer, a in enumerate(attentions)]
-        return rules.chefer_relevancy(events, {"s": n})[("s", "s")]
-
+    inputs = {"input_ids": torch.tensor([ids[:p]]), "pixel_values": pixel_values[None]}
+    out, logits = token_backward(model, inputs, p, ids[p], lambda o: (*o.image_outputs.attentions, *o.attentions))
+    tower, stream = out.image_outputs.attentions, out.attentions
     n_tower = tower[0].shape[-1]
-    r_tower, r_stream = relevancy(tower, n_tower), relevancy(stream, p)
+    r_tower, r_stream = self_relevancy(tower, n_tower), self_relevancy(stream, p)
     first_fed = 1 if config.vision_feature_select_strategy == "default" else 0  # "default" drops [CLS]
     image_positions = [j for j in range(p) if ids[j] == config.image_token_id]
     r0 = torch.zeros(p, p + n_tower, dtype=torch.float64)  # columns: stream positions, then tower tokens
