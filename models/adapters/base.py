@@ -73,6 +73,11 @@ class Adapter:
         vision tower under its language model) the adapter composes the streams' rows here."""
         return method.attribute(capture)
 
+    def modified_scores(self, batch: Batch, targets: Targets, dtype: torch.dtype) -> torch.Tensor:
+        """The targets' scores from a forward of the model, for an LRP pass of its own (models/lrp/passes.py): (T,)
+        with one target per sample, or (B, K) with target t in row targets.sample[t], column targets.index[t]."""
+        return self.model(**batch.floats_as(dtype)).logits.flatten(1)[targets.sample, targets.score_index]
+
     def maps(self, row: dict[str, np.ndarray], batch: Batch, i: int) -> SampleMaps:
         """The maps of one target of sample i from its readout row {modality: (n,)} (numpy)."""
         raise NotImplementedError

@@ -109,13 +109,25 @@ class CausalLMAdapter(MultiTargetAdapter):
                                                                         device=device)[:, None]
         return {"ids": ids, "real": real, "continuations": continuations, "ended": ended}
 
-    def run(self, batch):
+    def teacher_forced(self, batch, **kwargs):
+        """The stock model on every prompt + continuation, left-padded; the last token is only scored, never read."""
         seq = self.sequences(batch)
-        width = max(seq["ids"].shape[1] - 1, 1)  # the last token is only scored, never read
-        ids, real = seq["ids"][:, :width], seq["real"][:, :width]
-        out = self.model(**_padded_inputs(self.model, ids, real), output_attentions=True)
+        width = max(seq["ids"].shape[1] - 1, 1)
+        real = seq["real"][:, :width]
+        return self.model(**_padded_inputs(self.model, seq["ids"][:, :width], real), **kwargs), real
+
+    def run(self, batch):
+        out, real = self.teacher_forced(batch, output_attentions=True)
         events = [AttentionEvent("self", "text", "text", layer, a) for layer, a in enumerate(out.attentions)]
         return out.logits, Capture(events, {"text": real}, {})
+
+    def modified_scores(self, batch, targets, dtype):
+        """(B, K): generated token k of sample b in column k (0 where b has fewer), so that each token's relevance
+        comes from a backward of its own score alone."""
+        picked = self.teacher_forced(batch)[0].logits.flatten(1)[targets.sample, targets.score_index]
+        k = torch.as_tensor(targets.index, dtype=torch.long, device=picked.device)
+        scores = picked.new_zeros(batch.size, int(k.max()) + 1 if len(k) else 1)
+        return scores.index_put((targets.sample, k), picked)
 
     def own_targets(self, batch, logits):
         """Every continuation token, in order: token k of sample b sits at padded column q and is scored at q − 1."""

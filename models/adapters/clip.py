@@ -15,6 +15,7 @@ from attn_audit.models.batch import Batch
 from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
 from attn_audit.models.errors import SampleError
 from attn_audit.models.images import PixelTransform, decode_image
+from attn_audit.models.lrp.modified_gradient import clip_pair_forward
 from attn_audit.models.paired import encode_pairs
 from attn_audit.models.text import TextEncoder, model_max_length
 
@@ -80,6 +81,9 @@ class ClipAdapter(Adapter):
                     "text": Readout.token("text", self.eot_index(batch["input_ids"]), text_mask.shape[1], b,
                                           device=text_mask.device)}
         return out.logits_per_image.diagonal()[:, None], Capture(events, masks, readouts)
+
+    def modified_scores(self, batch, targets, dtype):
+        return clip_pair_forward(self.model, **batch.floats_as(dtype))[1]
 
     def maps(self, row, batch, i):
         n = batch.meta["lengths"][i]

@@ -39,7 +39,8 @@ there, so the backward stops at the first block. Σ R equals the target score mi
 the norms and the softmax absorb; `conservation` measures the gap per sample.
 
 **Families**: ViT / DeiT, BERT / RoBERTa (its classification head's functional tanh included) / DistilBERT,
-mean-pool classifiers, CLIP towers (`clip_pair_forward`), Llama-style decoders (RMSNorm, SiLU-gated MLP, rotary).
+mean-pool classifiers, CLIP towers (`clip_pair_forward`), Llama-style decoders (RMSNorm, SiLU-gated MLP, rotary:
+Llama, Qwen2, Mistral) and GPT-2, one backward per generated-token column.
 The attention must go through transformers' AttentionInterface; `token_relevance` refuses a model whose forward
 made no attention call through it. The pass selects its own attention implementation, so it cannot run inside
 a fused capture of the same model.
@@ -261,11 +262,11 @@ def clip_pair_forward(model: nn.Module, **inputs):
 
 
 def first_blocks(model: nn.Module) -> dict[str, nn.Module]:
-    """The first block of each tower's layer stack (a ModuleList named `layer` / `layers` not inside another),
-    by qualified name: where `token_relevance` reads the relevance."""
+    """The first block of each tower's layer stack (a ModuleList named `layer` / `layers` / GPT-2's `h`, not inside
+    another), by qualified name: where `token_relevance` reads the relevance."""
     stacks: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
-        if (isinstance(module, nn.ModuleList) and len(module) and name.rsplit(".", 1)[-1] in ("layer", "layers")
+        if (isinstance(module, nn.ModuleList) and len(module) and name.rsplit(".", 1)[-1] in ("layer", "layers", "h")
                 and not any(name.startswith(f"{s}.") for s in stacks)):
             stacks[name] = module
     return {f"{name}.0": stack[0] for name, stack in stacks.items()}

@@ -14,7 +14,7 @@ from attn_audit.models.adapters.targets import Targets
 from attn_audit.models.batch import Batch
 from attn_audit.models.capture import autocast, gradient_path
 from attn_audit.models.errors import UnsupportedModelError
-from attn_audit.models.lrp.modified_gradient import clip_pair_forward, first_blocks, token_relevance
+from attn_audit.models.lrp.modified_gradient import first_blocks, token_relevance
 from attn_audit.models.lrp.record import LRPRecord
 from attn_audit.models.lrp.relprop import Relevance, clip_pair_start, relprop
 
@@ -45,22 +45,20 @@ class ModifiedRelevance:
 
 
 def modified_pass(adapter: Adapter, batch: Batch, targets: Targets, need: str, precision: str) -> ModifiedRelevance:
-    """One forward + backward under the rule of `need` for one target per sample (the LRP families' layout)."""
+    """One forward + backward under the rule of `need`, per target: one per sample, or (decoder-only LMs) one
+    backward per generated-token column (`Adapter.modified_scores`)."""
     rule, dtype = split_need(need)
     entries = _entries(adapter)
     with gradient_path(adapter.model, adapter.gradient_roots(), adapter.gradient_root_parameters()), \
             promoted(adapter.model, DTYPES[dtype]), \
             autocast(next(adapter.model.parameters()).device, precision if dtype == "float32" else "float32"):
-        inputs = batch.floats_as(DTYPES[dtype])
-
-        def forward():
-            if isinstance(adapter, ClipAdapter):
-                return clip_pair_forward(adapter.model, **inputs)[1]
-            return adapter.model(**inputs).logits.flatten(1)[targets.sample, targets.score_index]
-
-        result = token_relevance(adapter.model, rule, forward, entries)
-    return ModifiedRelevance({m: r.float() if dtype == "float32" else r for m, r in result.relevance.items()},
-                             result.conservation)
+        result = token_relevance(adapter.model, rule, lambda: adapter.modified_scores(batch, targets, DTYPES[dtype]),
+                                 entries)
+    relevance, gap = result.relevance, result.conservation
+    if gap.dim() == 2:  # (B, K): each target's column
+        at = targets.sample, torch.as_tensor(targets.index, dtype=torch.long, device=gap.device)
+        relevance, gap = {m: r[at] for m, r in relevance.items()}, gap[at]
+    return ModifiedRelevance({m: r.float() if dtype == "float32" else r for m, r in relevance.items()}, gap)
 
 
 def _entries(adapter: Adapter) -> dict[str, torch.nn.Module]:

@@ -20,7 +20,9 @@ TOLERANCE = Param(float, 0.05, "a map whose relevance misses what the rule conse
 # The recorded reverse pass knows these families' module layouts (models/lrp/record.py)
 RECORDED_FAMILIES = frozenset({"vit", "bert", "clip"})
 # The modified-gradient rules need attention through transformers' interface and the hidden states of a layer stack
-GRADIENT_FAMILIES = frozenset({"vit", "bert", "mean-pool", "clip"})
+# (one stack per modality: a VLM's image relevance would have to cross the language model's first block, where the
+# pass reads the text's)
+GRADIENT_FAMILIES = frozenset({"vit", "bert", "mean-pool", "clip", "causal-lm"})
 
 
 class LRPMethod(Method):
