@@ -4,6 +4,7 @@ perturbation_curves, comparisons) with provenance, one atomic commit per shard, 
     store = Store.open("out/store", create=True)          # or "s3://bucket/prefix", storage_options={...}
     run = store.begin_run(RunSpec(...))                    # same model + data + methods + config → same run_id
     store.commit_shard(run.run_id, 0, explanations=..., predictions=..., errors=...)   # False if already there
+    store.is_committed("shards", f"{run.run_id}:shard:0")  # True: the key its commits recorded
     store.finish_run(run.run_id)
     store.explanations(run_id=..., method="chefer2021")   # Arrow; .frame(...) for pandas
     store.load_explanations(run.run_id, sample_ids=["a"])  # objects with numpy maps

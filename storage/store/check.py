@@ -32,11 +32,12 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+from attn_audit.storage.store.committer import backoff, shard_key, sql_safe, transaction, writer_properties
 from attn_audit.storage.store.errors import StoreConflictError, StoreDamagedError, first_line
 from attn_audit.storage.store.layout import ADDED_TABLES, APPEND_TABLES, SHARD_TABLES, TABLES
-from attn_audit.storage.store.store import Store, _sql_safe, backoff, holds_transaction, shard_txn, writer_properties
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from attn_audit.storage.store.migration import create_table, data_files
+from attn_audit.storage.store.store import Store, read_files
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
@@ -213,11 +214,11 @@ def _local_folder(store: Store, name: str) -> Path | None:
 
 def _absent_added_table(store: Store, name: str) -> bool:
     """A table newer than the store, never created: not damage (opening the store creates it)."""
-    return name in ADDED_TABLES and not store._data_files(name)
+    return name in ADDED_TABLES and not data_files(store, name)
 
 
 def _missing_table(store: Store, name: str) -> Damage:
-    held = len(store._data_files(name))
+    held = len(data_files(store, name))
     problem = "the table is missing (no _delta_log" + (f"; its folder holds {held} data file(s))" if held else ")")
     if name == "runs":
         return Damage(name, "missing_table", problem, None,
@@ -336,8 +337,9 @@ def _shard_damage(store: Store, tables: dict[str, DeltaTable], report: CheckRepo
         if d.kind in ("missing_file", "changed_file"):
             missing.setdefault(d.table, set()).add(Path(d.path).relative_to(_local_folder(store, d.table)).as_posix())
     markers = _present_rows(tables["shards"], missing.get("shards", set()),
-                            ["run_id", "shard_id", *MARKER_COUNTS.values()])
-    runs = _present_rows(tables["runs"], missing.get("runs", set()), ["run_id", "status", "num_samples", "shard_size"])
+                            ["run_id", "shard_id", *MARKER_COUNTS.values()], run_id)
+    runs = _present_rows(tables["runs"], missing.get("runs", set()), ["run_id", "status", "num_samples", "shard_size"],
+                         run_id)
     runs = {r["run_id"]: r for r in runs if run_id is None or r["run_id"] == run_id}
     markers = [m for m in markers if m["run_id"] in runs]  # not: another run, or one begun after `runs` was read
     damage = _lost_markers(tables["shards"], missing.get("shards", set()), markers, runs)
@@ -385,7 +387,7 @@ def _rows_per_shard(table: DeltaTable, missing: set[str], run_id: str | None) ->
     """(run_id, shard_id) -> rows held, from the files' statistics; files that span several shards (or have no
     statistics) are counted from their shard_id column."""
     held: Counter = Counter()
-    unsure = set()
+    unsure, unsure_runs = set(), set()
     for action in _actions(table):
         run, path = action.get("partition.run_id"), unquote(action["path"])
         if (run_id is not None and run != run_id) or path in missing:
@@ -395,22 +397,18 @@ def _rows_per_shard(table: DeltaTable, missing: set[str], run_id: str | None) ->
             held[(run, lo)] += n
         else:
             unsure.add(path)
+            unsure_runs.add(run)
     if unsure:
-        rows = _read_files(table, lambda path: path in unsure, ["run_id", "shard_id"])
+        rows = read_files(table, unsure_runs, unsure.__contains__, columns=["run_id", "shard_id"])
         held.update(zip(rows["run_id"].to_pylist(), rows["shard_id"].to_pylist()))
     return held
 
 
-def _present_rows(table: DeltaTable, missing: set[str], columns: list[str]) -> list[dict]:
-    """The rows of the table's files that exist (a missing file is reported, not a reason to stop)."""
-    return _read_files(table, lambda path: path not in missing, columns).to_pylist()
-
-
-def _read_files(table: DeltaTable, wanted, columns: list[str]) -> pa.Table:
-    dataset = table.to_pyarrow_dataset()
-    fragments = [f for f in dataset.get_fragments() if wanted(unquote(f.path))]
-    subset = pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-    return subset.to_table(columns=columns)
+def _present_rows(table: DeltaTable, missing: set[str], columns: list[str], run_id: str | None) -> list[dict]:
+    """The rows of the table's files that exist (a missing file is reported, not a reason to stop), of one run's
+    partition or of all."""
+    runs = None if run_id is None else [run_id]
+    return read_files(table, runs, lambda path: path not in missing, columns=columns).to_pylist()
 
 
 # ---------------------------------------------------------------------------------------------- repairs
@@ -422,7 +420,7 @@ def _repair_tables(store: Store, damage: list[Damage]) -> list[str]:
             _write_empty_commit(Path(d.path))
             done.append(f"{d.table}: {d.path} is an empty commit now")
         elif d.kind == "missing_table":
-            store._create_table(d.table)
+            create_table(store, d.table)
             done.append(f"{d.table}: created again, empty")
     for name in dict.fromkeys(d.table for d in damage if d.kind == "missing_file"):
         removed = store.delta(name).repair()["files_removed"]
@@ -442,15 +440,15 @@ def _write_empty_commit(path: Path) -> None:
 def _reset_shards(store: Store, run_id: str, shard_ids: list[int]) -> None:
     """Delete the shards' rows and markers, recording their transactions at version 0 (not committed) in the
     same commits. Markers last: until they go, the shards stay visible as damaged, never look complete."""
-    txns = [shard_txn(run_id, s) for s in shard_ids]
-    reset = CommitProperties(app_transactions=[Transaction(t, 0) for t in txns],
+    keys = [shard_key(run_id, s) for s in shard_ids]
+    reset = CommitProperties(app_transactions=[transaction(k, 0) for k in keys],
                              custom_metadata={"attn_audit_repair": f"reset shards {_ranges(shard_ids)}"})
-    predicate = f"run_id = '{_sql_safe(run_id)}' AND shard_id IN ({', '.join(map(str, shard_ids))})"
+    predicate = f"run_id = '{sql_safe(run_id)}' AND shard_id IN ({', '.join(map(str, shard_ids))})"
     float16 = store.run(run_id).relevance_dtype == "float16"
     for name in (*SHARD_TABLES, "shards"):
         for attempt in range(RESET_ATTEMPTS):
             try:
-                _forget(store, name, predicate, txns, reset, dictionary=float16 and name == "explanations")
+                _forget(store, name, predicate, keys, reset, dictionary=float16 and name == "explanations")
                 break
             except CommitFailedError:
                 backoff(attempt)
@@ -459,11 +457,11 @@ def _reset_shards(store: Store, run_id: str, shard_ids: list[int]) -> None:
                                      "writers; stop them and run the repair again")
 
 
-def _forget(store: Store, name: str, predicate: str, txns: list[str], reset: CommitProperties,
+def _forget(store: Store, name: str, predicate: str, keys: list[str], reset: CommitProperties,
             dictionary: bool) -> None:
     table = store.delta(name)
     deleted = table.delete(predicate, writer_properties=writer_properties(dictionary), commit_properties=reset)
-    if not deleted["num_deleted_rows"] and any(holds_transaction(table, t) for t in txns):
+    if not deleted["num_deleted_rows"] and store.committed_keys(name, keys):
         # nothing to delete makes no commit: record the reset on its own
         write_deltalake(table, TABLES[name].schema.empty_table(), mode="append", commit_properties=reset)
 

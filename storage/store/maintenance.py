@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from attn_audit.storage.store.committer import backoff, writer_properties
 from attn_audit.storage.store.errors import StoreError
 from attn_audit.storage.store.layout import TABLES
-from attn_audit.storage.store.store import Store, backoff, writer_properties
+from attn_audit.storage.store.store import Store
 from deltalake.exceptions import CommitFailedError
 
 

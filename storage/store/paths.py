@@ -1,4 +1,5 @@
-"""Local store locations: from what the user typed to the absolute folder path the tables live under."""
+"""Store locations: remote URIs, and local ones from what the user typed to the absolute folder path the tables
+live under."""
 
 from __future__ import annotations
 
@@ -26,3 +27,8 @@ def local_store_path(location: str) -> Path:
                                  "(the Delta Lake library) cannot write under; choose a folder whose path has no "
                                  "[ ] ^ | \\, control characters or %XX sequences")
     return path
+
+
+def is_remote(uri: str) -> bool:
+    """An object-store URI (s3://, gs://, az://, ...); file:// URIs and plain paths are local."""
+    return "://" in uri and not uri.startswith("file://")

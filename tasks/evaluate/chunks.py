@@ -34,6 +34,5 @@ def plan_chunks(store: Store, run_id: str, limit: int | None = None) -> list[Chu
 
 
 def committed_keys(store: Store, table: str, keys: list[str]) -> set[str]:
-    """The keys whose `store.append(table, ..., key=...)` has already happened."""
-    delta = store.delta(table)  # one snapshot for all keys
-    return {k for k in keys if delta.transaction_version(f"attn-audit:{k}") is not None}
+    """The keys whose `store.append(table, ..., key=...)` has already happened (one snapshot for all)."""
+    return store.committed_keys(table, keys)

@@ -46,6 +46,14 @@ def test_bench_store(tmp_path):
     assert len(results) == 2 and all(r["max_abs_err"] < 1e-6 for r in results)
 
 
+def test_bench_store_keys(tmp_path):
+    run("bench_store_keys.py", "--json", str(tmp_path / "keys.json"))
+    figures = json.loads((tmp_path / "keys.json").read_text())
+    assert (figures["runs"], figures["shards"]) == (6, 4)
+    assert set(figures["seconds"]) == {"runs", "run(id)", "run(prefix)", "resume check", "check(id)"}
+    assert all(seconds > 0 for seconds in figures["seconds"].values())
+
+
 def test_bench_perturbation():
     out = run("bench_perturbation.py")
     assert out.count("ms/sample") == 3 and "batched / floor" in out and "loop / batched" in out

@@ -43,9 +43,9 @@ def rows(shard):
 for shard in shards:
     if mode == "die-mid-shard" and shard == shards[-1]:
         # what a crash between two table commits leaves: this shard's maps and predictions, no marker
-        txn = f"attn-audit:{run.run_id}:shard:{shard}"
+        key = f"{run.run_id}:shard:{shard}"
         for name, table in rows(shard).items():
-            store._append_once(name, store._conform(name, table, run.run_id, shard, "float32"), txn)
+            store._append_once(name, store._conform(name, table, run.run_id, shard, "float32"), key)
         os._exit(3)
     store.commit_shard(run.run_id, shard, **rows(shard))
     print("committed", shard, flush=True)
