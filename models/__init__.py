@@ -15,10 +15,10 @@ from attn_audit.models.errors import (
     UnsupportedModelError,
 )
 from attn_audit.models.explain import explain
-from attn_audit.models.explanation import Explanation
 from attn_audit.models.loaded import LoadedModel
 from attn_audit.models.loading import check_checkpoint, checkpoint_files, load, wrap
 from attn_audit.models.methods import available_methods, default_methods, method, method_info, methods_for_family
+from attn_audit.storage.explanation import Explanation
 
 __all__ = [
     "AttnAuditError", "Explanation", "LoadedModel", "ModelLoadError", "SampleError", "UnsafeCheckpointError",

@@ -11,11 +11,11 @@ from attn_audit.models.adapters.targets import Targets
 from attn_audit.models.batch import Batch
 from attn_audit.models.capture import capture_plans
 from attn_audit.models.errors import AttnAuditError, SampleError
-from attn_audit.models.explanation import Explanation
 from attn_audit.models.loaded import LoadedModel
 from attn_audit.models.lrp.passes import modified_pass
 from attn_audit.models.methods import Method, finalize_rows, get_method
 from attn_audit.models.run_capture import CaptureResult, run_capture
+from attn_audit.storage.explanation import Explanation
 
 Target = int | Sequence[int | None] | None
 

@@ -25,12 +25,12 @@ from attn_audit.storage.store.errors import (
 )
 from attn_audit.storage.store.layout import SCHEMA_VERSION, TABLES, VIEW_NAMES
 from attn_audit.storage.store.provenance import code_version, fingerprint_files, fingerprint_text, run_key
-from attn_audit.storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec, StoredExplanation
+from attn_audit.storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec
 from attn_audit.storage.store.store import Store, open_store
 from attn_audit.storage.store.writable import check_writable
 
 __all__ = ["RELEVANCE_DTYPES", "SCHEMA_VERSION", "STATUSES", "TABLES", "VIEW_NAMES", "QueryError", "RunInfo",
            "RunSpec", "SampleNotFoundError", "SchemaVersionError", "Store", "StoreConflictError", "StoreError",
            "StoreDamagedError", "StoreLocationError", "check_writable",
-           "StoredExplanation", "UnknownRunError", "code_version", "fingerprint_files", "fingerprint_text",
+           "UnknownRunError", "code_version", "fingerprint_files", "fingerprint_text",
            "open_store", "run_key"]

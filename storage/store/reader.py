@@ -15,9 +15,10 @@ from urllib.parse import unquote
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from attn_audit.storage.explanation import Explanation
 from attn_audit.storage.store.errors import SampleNotFoundError, StoreError, UnknownRunError
 from attn_audit.storage.store.layout import TABLES
-from attn_audit.storage.store.records import RunInfo, StoredExplanation
+from attn_audit.storage.store.records import RunInfo
 from deltalake import DeltaTable
 
 MARKER_COLUMNS = ("run_id", "shard_id", "samples", "explained", "failed", "maps")  # what the totals add up
@@ -139,7 +140,7 @@ class Reader:
 
     def load_explanations(self, run_id: str, *, method: str | Iterable[str] | None = None,
                           sample_ids: Iterable[str] | None = None,
-                          modality: str | Iterable[str] | None = None) -> list[StoredExplanation]:
+                          modality: str | Iterable[str] | None = None) -> list[Explanation]:
         """Explanation objects with numpy maps (float32, stored shape), one per (sample, target, method),
         ordered by sample id, target and method."""
         run_id = self.run(run_id).run_id
@@ -147,7 +148,7 @@ class Reader:
         maps = self.table("explanations", run_id=run_id, method=method, sample_ids=sample_ids, modality=modality)
         preds = self.table("predictions", run_id=run_id, sample_ids=sample_ids)
         pred_by_key = {(p["sample_id"], p["target_index"]): p for p in preds.to_pylist()}
-        out: dict[tuple, StoredExplanation] = {}
+        out: dict[tuple, Explanation] = {}
         flat = maps["relevance"].combine_chunks()
         values, offsets = flat.values.to_numpy(zero_copy_only=False), flat.offsets.to_numpy()
         meta = maps.select(["sample_id", "method", "target_index", "modality", "shape", "tokens",
@@ -156,7 +157,7 @@ class Reader:
             key = (row["sample_id"], row["target_index"], row["method"])
             if key not in out:
                 pred = pred_by_key.get((row["sample_id"], row["target_index"]), {})
-                out[key] = StoredExplanation(
+                out[key] = Explanation(
                     run_id=run_id, sample_id=row["sample_id"], method=row["method"], target=row["target_index"],
                     target_label=pred.get("target_label"), score=_or_nan(pred.get("score")),
                     probability=_or_nan(pred.get("probability")), prediction=pred.get("prediction"),
@@ -169,7 +170,7 @@ class Reader:
                 exp.special[modality_name] = np.asarray(row["special"], dtype=bool)
         return [out[k] for k in sorted(out, key=lambda k: (k[0], k[1] if k[1] is not None else -1, k[2]))]
 
-    def explanation(self, run_id: str, sample_id: str, method: str | None = None) -> list[StoredExplanation]:
+    def explanation(self, run_id: str, sample_id: str, method: str | None = None) -> list[Explanation]:
         """One sample's explanations (every target, one method or all); SampleNotFoundError says whether
         the sample failed in the run or is not part of it."""
         info = self.run(run_id)

@@ -1,4 +1,4 @@
-"""Plain records the store hands out: a run's description and explanations rebuilt with numpy maps."""
+"""Plain records the store hands out: a run's description (explanations: storage/explanation.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
 from attn_audit.storage.store.provenance import run_key
 
 RELEVANCE_DTYPES = ("float32", "float16")
@@ -75,29 +74,3 @@ class RunInfo:
     def shard_range(self, shard_id: int) -> tuple[int, int]:
         start = shard_id * self.shard_size
         return start, min(start + self.shard_size, self.num_samples)
-
-
-@dataclass
-class StoredExplanation:
-    """An explanation read back from the store: the fields of `models.Explanation` (so code written for
-    one takes the other) plus the run and the dataset label."""
-
-    run_id: str
-    sample_id: str
-    method: str
-    target: int | None
-    target_label: str | None = None
-    score: float = float("nan")
-    probability: float = float("nan")
-    prediction: int | None = None
-    label: str | None = None
-    target_detail: str | None = None  # JSON: what a many-target model's target is (box + class, token)
-    relevance: dict[str, np.ndarray] = field(default_factory=dict)
-    tokens: dict[str, list[str]] = field(default_factory=dict)
-    special: dict[str, np.ndarray] = field(default_factory=dict)
-    error: str | None = None
-    error_stage: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None

@@ -1,4 +1,6 @@
-"""What one explanation is: maps per modality for one (sample, target, method)."""
+"""What one explanation is — maps per modality for one (sample, target, method) — whether the engine just computed
+it (`models.explain`) or the store read it back (`Store.load_explanations`, which also fills `run_id` and `label`).
+Torch-free: the store reads it without loading the engine."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ class Explanation:
     note: str | None = None  # not an error: e.g. "no detections" (then no maps), generation hit the length limit
     error: str | None = None  # why this sample has no maps; None when it has
     error_stage: str | None = None  # where it failed: input, decode, target, explain
+    run_id: str | None = None  # read back from a store: the run it belongs to
+    label: str | None = None  # read back from a store: the sample's dataset label
 
     @property
     def ok(self) -> bool:
