@@ -123,7 +123,7 @@ def plan_run(request: AuditRequest, storage_options: dict[str, str] | None = Non
                        num_samples=total, shard_size=shard_size, relevance_dtype=r.relevance_dtype)
 
     try:
-        existing = set(store.runs()["run_id"].to_pylist())
+        existing = store.run_ids()
         generation = 0
         while spec(generation + 1).run_id in existing:
             generation += 1

@@ -35,6 +35,10 @@ class Reader:
         totals = _with_totals(runs, self._markers(self.delta("shards")))
         return totals.sort_by([("created_at", "ascending"), ("run_id", "ascending")])
 
+    def run_ids(self) -> set[str]:
+        """The ids of every run, from the `runs` log alone (no data file is opened)."""
+        return _ids(self.delta("runs"))
+
     def run(self, run_id: str) -> RunInfo:
         """A run by id or unique id prefix; UnknownRunError otherwise."""
         if not isinstance(run_id, str) or not run_id:
@@ -49,7 +53,7 @@ class Reader:
     def _match(self, runs: DeltaTable, run_id: str) -> str:
         """The one run id equal to `run_id`, else starting with it, among the partition values of the `runs`
         snapshot (from its log: no data file is opened)."""
-        ids = {p["run_id"] for p in runs.partitions()}
+        ids = _ids(runs)
         matches = [run_id] if run_id in ids else [i for i in ids if i.startswith(run_id)]
         if len(matches) == 1:
             return matches[0]
@@ -207,6 +211,10 @@ class Reader:
             term = (pc.field("run_id") == r) & pc.field("shard_id").isin(ids)
             expression = term if expression is None else expression | term
         return expression
+
+
+def _ids(runs: DeltaTable) -> set[str]:
+    return {p["run_id"] for p in runs.partitions()}
 
 
 def _with_totals(runs: pa.Table, markers: pa.Table) -> pa.Table:

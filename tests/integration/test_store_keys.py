@@ -50,10 +50,12 @@ def test_a_run_is_read_from_its_own_partitions_without_other_runs_files(tmp_path
     store, run, _ = build(tmp_path / "s")
     expected = store.run(run.run_id)
     _, other, _ = build(tmp_path / "s", seed="e")  # a second run in the same store, whose files then go missing
+    assert store.run_ids() == {run.run_id, other.run_id} == set(store.runs()["run_id"].to_pylist())
     for name in ("runs", "shards", "predictions", "explanations"):
         for path in Path(store.table_uri(name)).glob(f"run_id={other.run_id}/**/*.parquet"):
             path.unlink()
     assert store.run(run.run_id[:5]) == expected
+    assert store.run_ids() == {run.run_id, other.run_id}  # from the log: no data file is read
     assert store.committed_shards(run.run_id) == {0, 1, 2}
     assert store.predictions(run_id=run.run_id).num_rows == expected.explained
     assert len(store.load_explanations(run.run_id)) == expected.explained * len(run.methods)
