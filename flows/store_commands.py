@@ -265,7 +265,7 @@ def _show(args) -> int:
         image = _input_image(store, info, args.sample)
         png = stem if stem.suffix.lower() == ".png" else stem.with_suffix(".png")
         png.parent.mkdir(parents=True, exist_ok=True)
-        render.image_panels(image, image_maps, title).save(png)
+        render.save_panels(png, image, image_maps, title)
         written.append(png)
     text_sections = [(caption(e), e.tokens.get("text") or [str(i) for i in range(e.relevance["text"].size)],
                       e.relevance["text"], e.special.get("text")) for e in exps if "text" in e.relevance]

@@ -1,4 +1,5 @@
-"""Pictures of stored maps with numpy + PIL only: heatmap overlays for images, token colours for text."""
+"""Pictures of stored maps: image maps over their input (matplotlib, imported only to draw), token colours for
+text."""
 
 from __future__ import annotations
 
@@ -7,25 +8,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-
-MIN_SIDE = 224  # small inputs (28 px Fashion-MNIST) are enlarged so the overlay is readable
-TITLE_HEIGHT = 18
-
-
-def jet(values: np.ndarray) -> np.ndarray:
-    """The classic 'jet' colour map (blue → cyan → yellow → red) for values in [0, 1]: uint8 (..., 3)."""
-    x = np.clip(np.asarray(values, np.float32), 0.0, 1.0)[..., None]
-    centres = np.array([3.0, 2.0, 1.0], np.float32)  # r, g, b
-    rgb = np.clip(1.5 - np.abs(4.0 * x - centres), 0.0, 1.0)
-    return (rgb * 255 + 0.5).astype(np.uint8)
-
-
-def normalise(relevance: np.ndarray) -> np.ndarray:
-    """Min-max to [0, 1] (a constant map becomes zeros)."""
-    rel = np.nan_to_num(np.asarray(relevance, np.float32))
-    lo, hi = float(rel.min(initial=0.0)), float(rel.max(initial=0.0))
-    return (rel - lo) / (hi - lo) if hi > lo else np.zeros_like(rel)
+from PIL import Image
 
 
 def to_image(value) -> Image.Image:
@@ -47,44 +30,40 @@ def to_image(value) -> Image.Image:
     return img.convert("RGB")
 
 
-def overlay(image: Image.Image, relevance: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The map, min-max normalised, upsampled (bilinear) to the image's size and blended over it."""
-    rel = np.asarray(relevance, np.float32)
-    if rel.ndim != 2:
-        raise ValueError(f"an image map must be 2-D (h, w), got shape {rel.shape}")
-    heat = Image.fromarray(normalise(rel)).resize(image.size, Image.BILINEAR)
-    colours = jet(np.asarray(heat)).astype(np.float32)
-    base = np.asarray(image.convert("RGB"), np.float32)
-    return Image.fromarray(((1 - alpha) * base + alpha * colours + 0.5).astype(np.uint8))
+def save_panels(path: Path, image: Image.Image | None, maps: list[tuple[str, np.ndarray]], title: str = "",
+                boxes: list[tuple[float, float, float, float]] = ()) -> None:
+    """A PNG of [input | one panel per map], drawn by matplotlib: each map over the input (alone when the input cannot
+    be read again) with its own title and colour bar; each patch / region drawn as the flat cell it is (no
+    interpolation across cell borders); `boxes` (x0, y0, x1, y1 in the input's pixels) outlined on every panel."""
+    import matplotlib
 
+    matplotlib.use("Agg")  # no display: workers, servers, CI
+    import matplotlib.pyplot as plt
 
-def heatmap(relevance: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """The map alone, when the input image cannot be read again."""
-    return Image.fromarray(jet(normalise(relevance))).resize(size, Image.NEAREST)
-
-
-def image_panels(image: Image.Image | None, maps: list[tuple[str, np.ndarray]], title: str = "") -> Image.Image:
-    """[input | overlay per map] side by side, each with a caption; `image=None` draws the bare maps."""
-    if image is not None:
-        scale = max(1.0, MIN_SIDE / min(image.size))
-        size = (round(image.size[0] * scale), round(image.size[1] * scale))
-        base = image.resize(size, Image.BILINEAR) if scale > 1 else image
-        panels = [("input", base)] + [(caption, overlay(base, rel)) for caption, rel in maps]
-    else:
-        size = (MIN_SIDE, MIN_SIDE)
-        panels = [(caption, heatmap(rel, size)) for caption, rel in maps]
-    width = sum(p.size[0] for _, p in panels) + 4 * (len(panels) - 1)
-    top = TITLE_HEIGHT * (2 if title else 1)
-    canvas = Image.new("RGB", (width, size[1] + top), "white")
-    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for _, rel in maps:
+        if np.asarray(rel).ndim != 2:
+            raise ValueError(f"an image map must be 2-D (h, w), got shape {np.asarray(rel).shape}")
+    pixels = None if image is None else np.asarray(image)
+    panels = ([("input", None)] if pixels is not None else []) + list(maps)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.3 if title else 3.0), dpi=100,
+                             layout="constrained", squeeze=False)
+    extent = None if pixels is None else (0, pixels.shape[1], pixels.shape[0], 0)
+    for ax, (name, rel) in zip(axes[0], panels):
+        ax.set_title(name, fontsize="medium")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if pixels is not None:
+            ax.imshow(pixels, extent=extent)
+        if rel is not None:
+            shown = ax.imshow(np.nan_to_num(np.asarray(rel, np.float32)), cmap="jet", interpolation="nearest",
+                              alpha=0.5 if pixels is not None else 1.0, extent=extent)
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+        for x0, y0, x1, y1 in boxes:
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5))
     if title:
-        draw.text((2, 2), title, fill="black", font=font)
-    x = 0
-    for caption, panel in panels:
-        canvas.paste(panel, (x, top))
-        draw.text((x + 2, top - TITLE_HEIGHT + 3), caption, fill="black", font=font)
-        x += panel.size[0] + 4
-    return canvas
+        fig.suptitle(title, fontsize="medium")
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def token_weights(relevance: np.ndarray, special: np.ndarray | None = None) -> np.ndarray:

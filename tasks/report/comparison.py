@@ -53,9 +53,8 @@ def _pictures(store: Store, c: ComparisonSummary, out: Path) -> list[str]:
             continue
         caption = f"{r['method']} · sample {r['sample_id']} · rho {_num(r.get('spearman'))}"
         name = f"compare/{file_safe(c.baseline_run_id)}-{r['method']}-{file_safe(r['sample_id'])}.png"
-        render.image_panels(sample_image(store, run, r["sample_id"]),
-                            [("baseline", before[0].relevance["image"]), ("this run", after[0].relevance["image"])],
-                            caption).save(out / name)
+        render.save_panels(out / name, sample_image(store, run, r["sample_id"]),
+                           [("baseline", before[0].relevance["image"]), ("this run", after[0].relevance["image"])])
         figures.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(caption)}'>"
                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     return figures

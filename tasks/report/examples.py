@@ -1,5 +1,7 @@
 """Example heatmaps for the report: per method, the samples it explains best and worst by one per-sample metric
-(positive-perturbation probability AUC, else AUPRC), drawn with storage.store.render."""
+(positive-perturbation probability AUC, else AUPRC). Image maps are drawn by matplotlib over the input (a detection's
+box outlined), text maps inline as coloured tokens; every example says the true label, the prediction and which
+target its map explains."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ class Example:
     kind: str  # best | worst
     metric: str
     value: float
+    caption: str = ""
     file: str | None = None  # an image, relative to the report folder
     markup: str | None = None  # coloured text, inlined in the page
 
@@ -49,20 +52,54 @@ def draw(store: Store, run_id: str, out: Path, per_side: int = 1) -> list[Exampl
     """Render the picked examples into `out/examples/`; returns what was written."""
     run = store.run(run_id)
     (out / "examples").mkdir(parents=True, exist_ok=True)
+    names = label_names(run.dataset_ref)
     examples = []
     for method, sid, kind, metric, value in pick(store, run.run_id, run.methods, per_side):
         exps = sorted(store.load_explanations(run.run_id, method=method, sample_ids=[sid]), key=lambda e: e.target)
         if not exps:
             continue
         exp, stem = exps[0], f"examples/{method}-{kind}-{file_safe(sid)}"
-        caption = f"{method} · {kind} by {metric} = {value:.2f} · sample {sid}"
+        example = Example(method, sid, kind, metric, value,
+                          f"{method} · {kind} by {metric} = {value:.2f} · sample {sid} · {describe(exp, names)}")
         if "image" in exp.relevance:
-            render.image_panels(sample_image(store, run, sid), [(method, exp.relevance["image"])], caption).save(
-                out / f"{stem}.png")
-            examples.append(Example(method, sid, kind, metric, value, file=f"{stem}.png"))
+            render.save_panels(out / f"{stem}.png", sample_image(store, run, sid), [(method, exp.relevance["image"])],
+                               boxes=_boxes(exp))
+            example.file = f"{stem}.png"
         if "text" in exp.relevance:
-            examples.append(Example(method, sid, kind, metric, value, markup=text_markup(exps)))
+            example.markup = text_markup(exps)
+        examples.append(example)
     return examples
+
+
+def label_names(dataset_ref: str) -> list[str] | None:
+    """The dataset's class names, to name a stored label index; None when it has none or cannot be opened."""
+    try:
+        return getattr(open_dataset(dataset_ref), "label_names", None)
+    except (DatasetError, OSError, ValueError):
+        return None
+
+
+def describe(exp, names: list[str] | None = None) -> str:
+    """What the map explains and how the model did: the true label (by name), the prediction, the target (a
+    detection's query and class, a generated token)."""
+    detail = json.loads(exp.target_detail) if exp.target_detail else {}
+    if "query" in detail:
+        target = f"query {detail['query']}: {detail.get('label') or detail.get('class')} (p {exp.probability:.2f})"
+    elif "token" in detail:
+        target = f"generated {detail.get('continuation', '')!r}; map of token {exp.target} {detail['token']!r}"
+    elif exp.prediction is None or exp.prediction == exp.target:
+        target = f"predicted {exp.target_label or exp.target} (p {exp.probability:.2f})"
+    else:
+        target = f"map of {exp.target_label or exp.target} (p {exp.probability:.2f}); predicted class {exp.prediction}"
+    label = exp.label
+    if names and isinstance(label, str) and label.isdigit() and int(label) < len(names):
+        label = names[int(label)]
+    return f"{'no label' if label is None else f'true: {label}'} · {target}"
+
+
+def _boxes(exp) -> list[tuple[float, float, float, float]]:
+    detail = json.loads(exp.target_detail) if exp.target_detail else {}
+    return [tuple(detail["box"])] if "box" in detail else []
 
 
 def text_markup(exps) -> str:

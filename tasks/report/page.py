@@ -15,24 +15,30 @@ from attn_audit.tasks.evaluate.specs import metric_spec
 from attn_audit.tasks.report.comparison import comparison_sections
 from attn_audit.tasks.report.examples import Example, draw
 from attn_audit.tasks.report.markup import table as _table
-from attn_audit.tasks.report.plots import line_chart
+from attn_audit.tasks.report.plots import save_line_chart
+from attn_audit.tasks.report.summary import summary_table
 
 STYLE = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}table{border-collapse:collapse;"
          "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
          "td.n{text-align:right}tr.best td{font-weight:bold}img{margin:4px;border:1px solid #ddd}"
-         ".note{color:#666}figure.text{margin:1em 0}" + TOKEN_STYLE)
+         ".note{color:#666}figure.text{margin:1em 0}table.summary th{white-space:nowrap}span.ci{color:#666;"
+         "font-size:85%}table.summary caption{text-align:left;font-weight:bold;padding:4px 0}"
+         "details{margin:0.5em 0}summary{cursor:pointer;color:#245}" + TOKEN_STYLE)
+REMOVED = {"image": "image patches", "text": "text tokens"}  # what a perturbation test removes, per modality
 RESULT_COLUMNS = ("metric", "modality", "rank", "method", "mean", "95% interval", "n",
                   "not significantly different from")
 
 
 def _results(summary: list[dict], test: str) -> str:
+    """Every metric of `test`, per modality and method, ranked: folded (the summary table heads the page)."""
     rows = [r for r in summary if metric_spec(r["metric"]).test == test]
     if not rows:
         return f"<p class='note'>No {test} results in the store for this run.</p>"
     cells = [(f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", r["modality"], r["rank"], r["method"],
               f"{r['mean']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", r["n"],
               ", ".join(r["not_significant_vs"])) for r in rows]
-    return _table(RESULT_COLUMNS, cells, ["best" if r.get("rank") == 1 else "" for r in rows])
+    table = _table(RESULT_COLUMNS, cells, ["best" if r.get("rank") == 1 else "" for r in rows])
+    return f"<details><summary>every {test} metric ({len(rows)} rows)</summary>{table}</details>"
 
 
 def _curves(store: Store, run_id: str, out: Path) -> list[str]:
@@ -49,8 +55,10 @@ def _curves(store: Store, run_id: str, out: Path) -> list[str]:
                 points = sorted({p["step"]: p for p in points}.values(), key=lambda p: p["step"])
                 series[method] = ([p["fraction"] for p in points], [p[quantity] for p in points])
             name = f"curve-{modality}-{test}-{quantity}.png"
-            line_chart(series, f"{modality} · {test} perturbation", "fraction of tokens removed", quantity,
-                       ylim=(0.0, 1.0) if quantity == "accuracy" else None).save(out / name)
+            removed = REMOVED.get(modality, f"{modality} tokens")
+            save_line_chart(out / name, series, f"{modality}: {test} perturbation", f"fraction of {removed} removed",
+                            "accuracy" if quantity == "accuracy" else "target probability",
+                            ylim=(0.0, 1.0) if quantity == "accuracy" else None)
             files.append(name)
     return files
 
@@ -71,11 +79,10 @@ def _examples(examples: list[Example]) -> str:
     if not examples:
         return "<p class='note'>No per-sample results to pick examples from.</p>"
     parts = []
-    for ex in examples:
-        label = html.escape(f"{ex.method} — {ex.kind} by {ex.metric} ({ex.value:.2f}), sample {ex.sample_id}")
+    for ex in examples:  # one figure per example: its image map, its text map, one caption
+        label = html.escape(ex.caption)
         image = f"<img src='{html.escape(ex.file)}' alt='{label}'>" if ex.file else ""
-        parts.append(f"<figure>{image}<figcaption>{label}</figcaption></figure>"
-                     if ex.file else f"<figure class='text'><figcaption>{label}</figcaption>{ex.markup}</figure>")
+        parts.append(f"<figure class='text'>{image}{ex.markup or ''}<figcaption>{label}</figcaption></figure>")
     return "".join(parts)
 
 
@@ -88,7 +95,10 @@ def write_report(store: Store | str, run_id: str, out: str | Path, examples_per_
     summary = stored_summary(store, run.run_id)
     curves = _curves(store, run.run_id, out)
     examples = draw(store, run.run_id, out, examples_per_side)
-    body = [f"<h1>attn-audit report — run {html.escape(run.run_id)}</h1>", "<h2>Provenance</h2>", _provenance(run),
+    body = [f"<h1>attn-audit report — run {html.escape(run.run_id)}</h1>", "<h2>Summary</h2>",
+            "<p class='note'>Mean [bootstrap 95% interval over samples]; AUCs × 100; bold: rank 1 of the column (ties "
+            "within the interval are listed in the tables below).</p>", summary_table(summary, list(run.methods)),
+            "<h2>Provenance</h2>", _provenance(run),
             "<h2>Perturbation tests</h2><p class='note'>AUC × 100 of accuracy vs fraction removed; positive: lower "
             "is better, negative: higher is better. Bold: rank 1. Intervals: bootstrap 95% over samples.</p>",
             _results(summary, "perturbation")]

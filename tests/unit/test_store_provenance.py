@@ -46,10 +46,7 @@ def test_code_version_names_the_package_and_the_commit_when_there_is_one():
     assert re.fullmatch(r"attn-audit [^ ]+(\+git\.[0-9a-f]{12}(\.dirty)?)?", code_version())
 
 
-def test_colour_maps_and_token_weights():
-    colours = render.jet(np.array([0.0, 0.5, 1.0]))
-    assert colours.dtype == np.uint8 and colours.shape == (3, 3)
-    assert colours[0, 2] > colours[0, 0] and colours[2, 0] > colours[2, 2]  # blue at 0, red at 1
+def test_token_weights_and_colours():
     weights = render.token_weights(np.array([9.0, 1.0, -2.0, 9.0]), np.array([True, False, False, True]))
     np.testing.assert_allclose(weights, [0.0, 0.5, -1.0, 0.0])
     assert render.token_colour(1.0) == "#ff0000" and render.token_colour(0.0) == "#ffffff"
@@ -57,14 +54,17 @@ def test_colour_maps_and_token_weights():
     assert "&lt;b&gt;" in page and "<b>" not in page
 
 
-def test_overlay_upsamples_the_map_over_the_image():
+def test_panels_draw_each_map_over_the_image_as_flat_cells(tmp_path):
     from PIL import Image
 
     image = Image.new("RGB", (40, 20), "gray")
     rel = np.zeros((2, 4), np.float32)
     rel[0, 0] = 1.0
-    out = np.asarray(render.overlay(image, rel))
-    assert out.shape == (20, 40, 3)
-    assert out[2, 2, 0] > out[18, 38, 0]  # the hot patch is red-ish, the cold corner is not
-    panels = render.image_panels(image, [("a", rel), ("b", rel)], "title")
-    assert panels.size[0] > 3 * 224
+    render.save_panels(tmp_path / "p.png", image, [("a", rel), ("b", rel)], "title", boxes=[(0, 0, 10, 10)])
+    drawn = Image.open(tmp_path / "p.png")
+    assert drawn.size[0] > 2.5 * drawn.size[1]  # input + two panels side by side
+    pixels = np.asarray(drawn.convert("RGB")).astype(int)
+    assert (pixels[..., 0] - pixels[..., 2] > 100).any()  # the hot cell is drawn red over the grey input
+    render.save_panels(tmp_path / "bare.png", None, [("a", rel)])  # the input could not be read again
+    with pytest.raises(ValueError, match="must be 2-D"):
+        render.save_panels(tmp_path / "x.png", image, [("a", rel.ravel())])

@@ -1,0 +1,56 @@
+"""The report's summary: per modality, one row per method and the headline metrics as columns (mean and 95%
+interval), the rank-1 entry of each column bold — the tables to read first; the long per-metric tables come after."""
+
+from __future__ import annotations
+
+import html
+
+from attn_audit.tasks.evaluate.specs import metric_spec
+
+# (metric, column title) in column order; a column appears when the run has the metric for that modality
+HEADLINE = (("auc_positive", "positive AUC"), ("auc_positive_zero", "positive AUC, zeroed"),
+            ("auc_negative", "negative AUC"), ("auc_negative_zero", "negative AUC, zeroed"),
+            ("pointing_game", "pointing game"), ("auprc", "AUPRC"), ("bmeq_otsu", "BMEQ (Otsu)"),
+            ("seg_iou", "segmentation IoU"))
+
+
+def modalities_shown(summary: list[dict]) -> list[str]:
+    """The modalities with results; `combined` only beside two or more others (with one it repeats it)."""
+    found = sorted({r["modality"] for r in summary} - {"combined"})
+    return found + (["combined"] if len(found) > 1 and any(r["modality"] == "combined" for r in summary) else [])
+
+
+def summary_table(summary: list[dict], methods: list[str]) -> str:
+    """HTML: per modality, a table of methods × headline metrics."""
+    rows = {(r["method"], r["modality"], r["metric"]): r for r in summary}
+    tables = []
+    for modality in modalities_shown(summary):
+        columns = [(metric, title) for metric, title in HEADLINE
+                   if any((m, modality, metric) in rows for m in methods)]
+        if not columns:
+            continue
+        head = "".join(f"<th>{html.escape(title)} {_arrow(metric)}</th>" for metric, title in columns)
+        body = [f"<tr><th>{html.escape(method)}</th>"
+                + "".join(_cell(metric, rows.get((method, modality, metric))) for metric, _ in columns) + "</tr>"
+                for method in methods]
+        tables.append(f"<table class='summary'><caption>{html.escape(modality)}</caption><tr><th>method</th>{head}"
+                      f"</tr>{''.join(body)}</table>")
+    return "".join(tables) or "<p class='note'>No aggregate results in the store for this run yet.</p>"
+
+
+def _cell(metric: str, r: dict | None) -> str:
+    if r is None:
+        return "<td class='n'>—</td>"
+    text = (f"{_value(metric, r['mean'])}<br><span class='ci'>[{_value(metric, r['ci_low'])}, "
+            f"{_value(metric, r['ci_high'])}]</span>")
+    return f"<td class='n'>{'<b>' + text + '</b>' if r.get('rank') == 1 else text}</td>"
+
+
+def _arrow(metric: str) -> str:
+    return "↑" if metric_spec(metric).higher_is_better else "↓"
+
+
+def _value(metric: str, value) -> str:
+    if value is None or value != value:
+        return "—"
+    return f"{value:.1f}" if metric.startswith(("auc_", "prob_auc_")) else f"{value:.3f}"
