@@ -1,6 +1,7 @@
-"""The `audit` and `explain` flows: plan the request → start or attach Ray → one Prefect task per shard on a
-pool of Ray actors (each actor explains its shard and commits it to the store) → downstream jobs (audit only:
-evaluation, report, ...) → finish the run → summary (terminal table, Prefect artifacts).
+"""The `audit` and `explain` flows: plan the request → start or attach Ray → the pending shards on a pool of Ray
+actors (each actor explains its shard and commits it to the store; tasks.workers retries what can pass on another
+try) → downstream jobs (audit only: evaluation, report, ...) → finish the run → summary (terminal table, Prefect
+artifacts).
 
 The flows take the request itself as their parameters, so `prefect deploy` of `flows/audit.py:audit` runs an audit
 with no script of ours around it. `run_audit` is the in-process entry point (the CLI's `audit` and `explain`, the
@@ -20,31 +21,22 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from attn_audit.flows.downstream import EVALUATE_AND_REPORT, NONE, Downstream, JobContext
+from attn_audit.flows.downstream import EVALUATE_AND_REPORT, NONE, Downstream, JobContext, downstream_task
 from attn_audit.flows.plan import RunPlan, plan_run
 from attn_audit.flows.prefect_settings import prefect_session
-from attn_audit.flows.progress import shard_progress
+from attn_audit.flows.progress import ShardProgress, shard_progress
 from attn_audit.flows.ray_cluster import ray_session
 from attn_audit.flows.request import AuditRequest
 from attn_audit.storage.store import RunInfo, Store, StoreError
-from attn_audit.tasks.actors import (
-    ActorPool,
-    ExplainerConfig,
-    Placement,
-    error_line,
-    node_resources,
-    plan_placement,
-    worker_bytes,
-)
+from attn_audit.tasks.actors import ExplainerConfig, Placement, error_line, node_resources, plan_placement, worker_bytes
 from attn_audit.tasks.explain_shard import ShardJob, ShardResult
-from attn_audit.tasks.shard_task import RETRIES, downstream_task, explain_shard_task, is_transient
 from attn_audit.tasks.shards import Shard, auto_shard_size, pending_shards, plan_shards
-from prefect import flow
+from attn_audit.tasks.workers import ATTEMPTS, Outcome, WorkerPool, is_transient
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from attn_audit import models
 
@@ -73,6 +65,7 @@ class RunSummary:
     store: str
     paths: dict[str, str] = field(default_factory=dict)
     first_errors: list[tuple[str, str, str]] = field(default_factory=list)
+    retried: dict[str, int] = field(default_factory=dict)  # shard name -> attempts, where it took more than one
     placement: str = ""
     workers: list[dict] = field(default_factory=list)
     ray: str = ""
@@ -100,6 +93,7 @@ class _Session:
     placement: Placement | None = None
     ray: str = "not started (nothing to compute)"
     workers: list[dict] = field(default_factory=list)  # info() of each actor
+    retried: dict[str, int] = field(default_factory=dict)  # see RunSummary
 
 
 # Object-store credentials handed to run_audit in this process, by store URI (see flows.request)
@@ -208,48 +202,57 @@ def _start_pool(plan: RunPlan, run: RunInfo, rt: _Session):
     config = ExplainerConfig(plan.model_ref, plan.store, plan.compute.device, maps.precision, maps.truncate,
                              rt.storage_options, maps.capture)
     started = time.perf_counter()
-    with ActorPool(rt.placement, config, label=run.run_id) as pool:
+    with WorkerPool.of_explainers(rt.placement, config, label=run.run_id, logger=get_run_logger()) as pool:
         rt.timings["workers_ready"] = time.perf_counter() - started
         rt.workers = pool.infos
         yield pool
 
 
 def _run_shards(plan: RunPlan, run: RunInfo, todo: list[Shard], rt: _Session, done_before: int,
-                kind: str, pool: ActorPool) -> list[ShardResult]:
+                kind: str, pool: WorkerPool) -> list[ShardResult]:
     job = ShardJob(run.run_id, plan.data_ref, tuple(plan.methods), plan.target, plan.compute.batch_size,
                    plan.label_map)
     description = f"{'auditing' if kind == 'audit' else 'explaining'} {run.num_samples:,} samples"
     started = time.perf_counter()
-    with shard_progress(description, run.num_samples, done_before, rt.progress) as bar, \
-            ThreadPoolTaskRunner(max_workers=rt.placement.workers) as runner:  # one shard task per actor at a time
-        futures = {runner.submit(explain_shard_task.with_options(task_run_name=s.name),
-                                 {"pool": pool, "job": job, "shard": s, "on_progress": bar.update}): s for s in todo}
-        results, failures = [], []
-        for future in as_completed(list(futures)):
-            shard = futures[future]
-            try:
-                results.append(future.result())
-            except Exception as err:  # after its retries
-                failures.append((shard, err))
-        rt.timings["shards"] = time.perf_counter() - started
-        rt.timings["commits"] = sum(r.commit_seconds for r in results)  # summed over workers
-    if failures:
-        raise models.AttnAuditError(_failure_message(failures, len(todo), len(results)))
+    with shard_progress(description, run.num_samples, done_before, rt.progress) as bar:
+        name = f"{len(todo)} shard{'s' if len(todo) != 1 else ''}"
+        done = explain_shards.with_options(task_run_name=name)(pool, job, todo, bar)
+    rt.timings["shards"] = time.perf_counter() - started
+    results = [o.value for o in done]
+    rt.timings["commits"] = sum(r.commit_seconds for r in results)  # summed over workers
+    rt.retried = {o.item.name: o.attempts for o in done if o.attempts > 1}
     return results
 
 
-def _failure_message(failures: list[tuple[Shard, BaseException]], tried: int, done: int) -> str:
+@task(name="explain-shards", persist_result=False, cache_policy=NO_CACHE)
+def explain_shards(pool: WorkerPool, job: ShardJob, shards: list[Shard], bar: ShardProgress) -> list[Outcome]:
+    """Every pending shard on the pool's actors: one Prefect task for the whole phase, with no retries of its own
+    (the pool's policy is the only one). The outcomes of the committed shards; AttnAuditError saying what failed,
+    once every other shard is committed."""
+    done, failures = [], []
+    for outcome in pool.explain(job, shards, on_progress=bar.update):
+        if outcome.failed:
+            failures.append(outcome)
+            continue
+        bar.finish(outcome.item.shard.id, outcome.item.shard.size)
+        done.append(outcome)
+    if failures:
+        raise models.AttnAuditError(_failure_message(failures, len(shards), len(done)))
+    return done
+
+
+def _failure_message(failures: list[Outcome], tried: int, done: int) -> str:
     """What failed, and whether running again can help: a shard that failed on its input, model or configuration
     would fail again (it was not retried); one that kept losing its worker or its commit might not."""
-    shard, err = min(failures, key=lambda f: f[0].id)
-    transient = [f for f in failures if is_transient(f[1])]
+    first = min(failures, key=lambda o: o.item.shard.id)
+    transient = [o for o in failures if is_transient(o.error)]
     if not transient:
-        return f"{len(failures)} of {tried} shards failed ({shard.name}: {error_line(err)}); nothing was retried: " \
-               "this error repeats until its cause is fixed"
-    shard, err = min(transient, key=lambda f: f[0].id)
-    return (f"{len(failures)} of {tried} shards failed, {len(transient)} of them after {RETRIES} retries (first: "
-            f"{shard.name}: {error_line(err)}); committed shards are kept ({done} from this attempt): run the same "
-            "command again to resume")
+        return f"{len(failures)} of {tried} shards failed ({first.item.name}: {error_line(first.error)}); nothing " \
+               "was retried: this error repeats until its cause is fixed"
+    first = min(transient, key=lambda o: o.item.shard.id)
+    return (f"{len(failures)} of {tried} shards failed, {len(transient)} of them still failing after up to "
+            f"{ATTEMPTS} attempts (first: {first.item.name}: {error_line(first.error)}); committed shards are kept "
+            f"({done} from this attempt): run the same command again to resume")
 
 
 def _summarize(kind: str, plan: RunPlan, store: Store, info: RunInfo, shards: int, skipped: int,
@@ -264,7 +267,7 @@ def _summarize(kind: str, plan: RunPlan, store: Store, info: RunInfo, shards: in
         failed=info.failed, maps=info.maps, correct=int(counts["correct"] or 0), labelled=int(counts["labelled"] or 0),
         shards=shards, shards_skipped=skipped, shards_run=len(computed),
         samples_computed=sum(r.samples for r in computed), store=store.uri,
-        paths={"store": store.uri, **outputs}, first_errors=first_errors,
+        paths={"store": store.uri, **outputs}, first_errors=first_errors, retried=rt.retried,
         placement=rt.placement.describe() if rt.placement else "", workers=rt.workers, ray=rt.ray,
         flow_run_id=flow_run.get_id(), flow_run_name=f"{kind}-{info.run_id}")
 

@@ -48,10 +48,11 @@ def _add_run_options(p, methods_default: str) -> None:
 
 
 RUN_EPILOG = """\
-Runs a Prefect flow: the dataset is cut into shards; each shard is a Prefect task (retried) that a Ray
-actor explains and commits to the store. With no PREFECT_API_URL / RAY_ADDRESS, a temporary Prefect
-server and a local Ray start and stop with the command; with them set, the flow uses that Prefect
-server and Ray cluster. Rerunning the same command resumes: committed shards are skipped.
+Runs a Prefect flow: the dataset is cut into shards; each shard is one call on a pool of Ray actors
+(retried when its worker dies or its commit conflicts), which explains it and commits it to the store.
+With no PREFECT_API_URL / RAY_ADDRESS, a temporary Prefect server and a local Ray start and stop with
+the command; with them set, the flow uses that Prefect server and Ray cluster. Rerunning the same
+command resumes: committed shards are skipped.
 """
 
 

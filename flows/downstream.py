@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Literal
 
 from attn_audit.flows.progress import shard_progress
 from attn_audit.storage.store import RunInfo, Store
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     from attn_audit.flows.plan import RunPlan
-    from attn_audit.tasks.actors import ActorPool
+    from attn_audit.tasks.workers import WorkerPool
 
 JobName = Literal["evaluate", "compare", "report"]
 ORDER: tuple[JobName, ...] = ("evaluate", "compare", "report")  # compare reads evaluate's metrics; report shows both
@@ -29,7 +31,7 @@ class JobContext:
     run: RunInfo
     plan: RunPlan
     settings: Downstream
-    pool: ActorPool | None = None
+    pool: WorkerPool | None = None
     progress: bool = False  # draw progress bars (on a terminal)
 
 
@@ -91,3 +93,9 @@ def report(ctx: JobContext) -> dict[str, str]:
 
 
 JOBS = {"evaluate": evaluate, "compare": compare, "report": report}
+
+
+@task(name="downstream", persist_result=False, cache_policy=NO_CACHE)
+def downstream_task(job: Callable[[JobContext], dict[str, str] | None], context: JobContext) -> dict | None:
+    """One downstream job (evaluation, report, ...) over the committed run, a Prefect task named after it."""
+    return job(context)

@@ -1,33 +1,21 @@
-"""Ray actors that own models: each loads its checkpoint once and serves many shards.
+"""Ray actors that own models (each loads its checkpoint once and serves many shards), and where they go.
 
     placement = plan_placement(node_resources(), workers=None, gpus_per_worker=1, device="auto")
-    with ActorPool(placement, ExplainerConfig(model_ref, store_uri, ...)) as pool:   # actors load the model
-        result = pool.run(job, shard, on_progress)      # thread-safe: one shard per actor at a time
 
 An actor explains a shard AND commits it to the store itself, so maps never travel through the driver;
 what comes back is a `ShardResult` (counts and seconds). After the shards, the same actors run the
-downstream evaluation chunk by chunk (`pool.evaluate`): its perturbation forward passes need the model too.
-Progress inside a shard is readable while the shard runs (`progress()`: the actor runs two threads, one for
-the shard, one for such calls).
-
-When an actor's worker process dies (killed, OOM, segfault), Ray restarts it (`max_restarts`), which
-loads the model again; the shard it was running fails with a `RayActorError` and the caller (a Prefect
-task with retries) runs it again. Nothing of a shard is visible in the store until its commit, and the
-commit is idempotent, so a shard interrupted anywhere is stored exactly once.
+downstream evaluation chunk by chunk: its perturbation forward passes need the model too. Progress inside a
+shard is readable while the shard runs (`progress()`: the actor runs two threads, one for the shard, one for
+such calls). tasks.workers pools them and retries what fails; nothing of a shard is visible in the store until
+its commit, and the commit is idempotent, so a shard interrupted anywhere is stored exactly once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import queue
 import re
 import socket
-import threading
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ray
@@ -37,7 +25,6 @@ from attn_audit.tasks.evaluate.chunks import Chunk
 from attn_audit.tasks.evaluate.run import ChunkJob, evaluate_chunk
 from attn_audit.tasks.explain_shard import ShardJob, ShardResult, explain_shard
 from attn_audit.tasks.shards import Shard
-from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
 from attn_audit import models
 
@@ -47,9 +34,6 @@ from attn_audit import models
 CPUS_PER_WORKER = 1
 MAX_WORKERS_PER_CPU = 2  # --workers beyond this many per core is capped
 WORKER_BASE_BYTES = 600 * 2 ** 20  # a process with torch, Ray and transformers imported: ~500 MB measured
-MAX_RESTARTS = 3  # per actor: a worker process that dies comes back this many times
-NAMESPACE = "attn-audit"
-READY_TIMEOUT_S = 600.0  # model load in every actor; past this, the actors are reported as not starting
 
 
 @dataclass(frozen=True)
@@ -66,7 +50,7 @@ class ExplainerConfig:
 
 
 class ExplainerActor:
-    """A model in a Ray worker process. Made remote by `ActorPool` (the class stays importable without
+    """A model in a Ray worker process. Made remote by tasks.workers.WorkerPool (the class stays importable without
     Ray running, and testable as a plain object)."""
 
     def __init__(self, config: ExplainerConfig, num_threads: int | None = None):
@@ -226,179 +210,6 @@ def _share(capacities: list[float], n: int) -> float:
 
 def _num(x: float) -> str:
     return f"{x:g}"
-
-
-# ---------------------------------------------------------------------------------------------- the pool
-class PoolClosed(RuntimeError):
-    """The pool was shut down (the flow is stopping) while a shard waited for or ran on an actor."""
-
-
-class ActorPool:
-    """`placement.workers` ExplainerActors; `run()` lends one actor per shard, from any thread.
-
-    Dead actors are handled where they show: a call that fails because the worker process died comes back
-    as a RayActorError to the caller (which retries the shard); the actor itself is restarted by Ray, or
-    replaced here when Ray has given up on it."""
-
-    def __init__(self, placement: Placement, config: ExplainerConfig, label: str = "pool",
-                 poll_seconds: float = 0.5):
-        self.placement, self.config, self.poll_seconds = placement, config, poll_seconds
-        self._prefix = f"{label}/{uuid.uuid4().hex[:8]}"
-        self._free: queue.Queue = queue.Queue()
-        self._actors: list = []
-        self._closed = threading.Event()
-        self._lock = threading.RLock()
-        self._serial = 0
-        self._restarting: set[int] = set()  # id() of actors whose worker died and is being restarted
-        self.infos: list[dict] = []
-
-    # lifecycle
-    def start(self, timeout: float = READY_TIMEOUT_S) -> list[dict]:
-        """Create the actors and wait until each has loaded its model; returns their info()."""
-        actors = [self._new_actor() for _ in range(self.placement.workers)]
-        self._actors = list(actors)
-        try:
-            self.infos = ray.get([a.info.remote() for a in actors], timeout=timeout)
-        except GetTimeoutError:
-            self.shutdown()
-            raise models.AttnAuditError(
-                f"the Ray workers did not start within {timeout:.0f} s ({self.placement.describe()}); is the "
-                "cluster busy, or are its nodes missing the resources?") from None
-        except RayActorError as err:
-            self.shutdown()
-            raise models.AttnAuditError(f"a Ray worker could not load the model: {error_line(err)}") from None
-        for a in actors:
-            self._free.put(a)
-        return self.infos
-
-    def shutdown(self) -> None:
-        self._closed.set()
-        for a in self._actors:
-            _kill(a)
-        self._actors = []
-
-    def __enter__(self) -> ActorPool:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-
-    def actor_names(self) -> list[str]:
-        return [f"{self._prefix}/{i}" for i in range(self._serial)]
-
-    # work
-    def run(self, job: ShardJob, shard: Shard, on_progress: Callable[[int, int], None] | None = None,
-            retry: bool = False) -> ShardResult:
-        """Run one shard on a free actor (waiting for one); on_progress(shard_id, positions done) is called
-        as the actor reports progress. `retry`: an earlier attempt may have committed it (then nothing is
-        computed). Raises RayActorError when the worker died, PoolClosed on shutdown, and whatever the shard
-        raised otherwise."""
-        return self._on_actor(lambda actor: actor.run_shard.remote(job, shard, retry), shard.name,
-                              shard.id if on_progress is not None else None, on_progress)
-
-    def evaluate(self, job: ChunkJob, chunk: Chunk) -> bool:
-        """Evaluate one chunk of a stored run on a free actor; True when something was committed now. Raises
-        like `run`."""
-        return self._on_actor(lambda actor: actor.evaluate_chunk.remote(job, chunk),
-                              f"evaluation of positions [{chunk.start}:{chunk.stop})")
-
-    def _on_actor(self, submit, what: str, shard_id: int | None = None, on_progress=None):
-        actor = self._checkout()
-        healthy = True
-        try:
-            if id(actor) in self._restarting:
-                self._await_restart(actor)
-            return self._wait(actor, submit(actor), what, shard_id, on_progress)
-        except ActorDiedError:
-            healthy = False  # Ray will not restart it: replace it
-            raise
-        except RayActorError:
-            self._restarting.add(id(actor))  # its worker died; Ray is starting a new one
-            raise
-        finally:
-            self._checkin(actor, healthy)
-
-    def _await_restart(self, actor) -> None:
-        """Calls to an actor whose worker Ray is restarting fail at once (ActorUnavailableError): wait until
-        the new worker has loaded its model. ActorDiedError when Ray gave up on it."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if self._closed.is_set():
-                raise PoolClosed("the actor pool is shut down")
-            try:
-                ray.get(actor.info.remote(), timeout=max(1.0, deadline - time.monotonic()))
-                self._restarting.discard(id(actor))
-                return
-            except ActorDiedError:
-                raise
-            except (RayActorError, GetTimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def _wait(self, actor, ref, what: str, shard_id: int | None, on_progress):
-        """Wait for the call; meanwhile ask the actor for shard `shard_id`'s progress (when given), at most once
-        per poll period."""
-        probe, reported = None, -1
-        while True:
-            if self._closed.is_set():  # shutdown kills the actor, and the call with it
-                raise PoolClosed(f"{what}: stopped")
-            if probe is None:
-                ready, _ = ray.wait([ref], timeout=self.poll_seconds)
-                if ready:
-                    return ray.get(ref)
-                if shard_id is not None:
-                    probe = actor.progress.remote()
-                continue
-            ready, _ = ray.wait([ref, probe], num_returns=1, timeout=self.poll_seconds)
-            if ref in ready:
-                return ray.get(ref)
-            if probe in ready:
-                try:
-                    running, count = ray.get(probe)
-                except RayActorError:  # the shard's own ref reports the death
-                    running, count = None, 0
-                probe = None
-                if running == shard_id and count != reported:
-                    reported = count
-                    on_progress(shard_id, count)
-
-    def _checkout(self):
-        while True:
-            if self._closed.is_set():
-                raise PoolClosed("the actor pool is shut down")
-            try:
-                return self._free.get(timeout=0.5)
-            except queue.Empty:
-                continue
-
-    def _checkin(self, actor, healthy: bool) -> None:
-        if self._closed.is_set():
-            return
-        if not healthy:
-            with self._lock:
-                _kill(actor)
-                self._actors = [a for a in self._actors if a is not actor]
-                actor = self._new_actor()
-                self._actors.append(actor)
-        self._free.put(actor)
-
-    def _new_actor(self):
-        remote = ray.remote(ExplainerActor)
-        p = self.placement
-        with self._lock:
-            name = f"{self._prefix}/{self._serial}"
-            self._serial += 1
-        return remote.options(
-            num_cpus=p.num_cpus, num_gpus=p.num_gpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
-            max_concurrency=2, name=name, namespace=NAMESPACE,
-        ).remote(self.config, p.threads)
-
-
-def _kill(actor) -> None:
-    with contextlib.suppress(Exception):  # already gone
-        ray.kill(actor, no_restart=True)
 
 
 def error_line(err: BaseException) -> str:

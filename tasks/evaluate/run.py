@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from attn_audit.storage.datasets import SampleError as ReadError
@@ -33,7 +32,6 @@ from attn_audit.tasks.labels import LabelMap, label_map_for
 from attn_audit import models
 
 CHUNK_TESTS = ("perturbation", "localisation")
-CHUNK_ATTEMPTS = 3  # on a pool: a chunk whose worker died is evaluated again (its commits are idempotent)
 
 
 @dataclass(frozen=True)
@@ -117,7 +115,7 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
     cut into passes of ≤ `max_rows`, default by device: models.perturbation.default_max_rows).
     `perturbation_mode`: ViT patches are dropped (`drop`) or zeroed in pixels (`zero`); text always drops.
     `settings` overrides every knob (EvalSettings). `model`: the run's model already loaded, instead of loading
-    `run.model_ref` here. `pool`: a tasks.actors.ActorPool of the run's model — the chunks' perturbation passes
+    `run.model_ref` here. `pool`: a tasks.workers.WorkerPool of the run's model — the chunks' perturbation passes
     then run on its actors, several chunks at once.
     `on_progress(done, total)`: dataset positions done, after each chunk."""
     started = time.perf_counter()
@@ -166,21 +164,16 @@ def evaluate_chunk(store: Store, dataset, model: models.LoadedModel, job: ChunkJ
 
 
 def _on_pool(pool, job: ChunkJob, chunks: list[Chunk]):
-    """(chunk, evaluated) as the pool's actors finish them, one chunk per actor at a time."""
-    from ray.exceptions import RayActorError  # only a pool needs Ray
-
-    def attempt(chunk: Chunk) -> bool:
-        for tries in itertools.count(1):
-            try:
-                return pool.evaluate(job, chunk)
-            except RayActorError:
-                if tries == CHUNK_ATTEMPTS:
-                    raise
-
-    with ThreadPoolExecutor(max_workers=pool.placement.workers) as threads:
-        futures = {threads.submit(attempt, c): c for c in chunks}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+    """(chunk, evaluated) as the pool's actors finish them (tasks.workers: its policy retries a chunk whose worker
+    died); a chunk that still failed is raised once the others are done."""
+    failed = None
+    for outcome in pool.evaluate(job, chunks):
+        if outcome.failed:
+            failed = failed or outcome.error
+            continue
+        yield outcome.item.chunk, outcome.value
+    if failed is not None:
+        raise failed
 
 
 def _evaluate_chunk(ctx: _Context, chunk: Chunk, jobs: list[tuple[str, str]]) -> bool:

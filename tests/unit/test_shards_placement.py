@@ -66,17 +66,37 @@ def test_a_worker_count_the_cluster_cannot_hold_is_capped_and_says_why():
 def test_only_what_can_succeed_on_a_second_try_is_retried():
     from attn_audit.storage.datasets import DatasetError
     from attn_audit.storage.store import StoreConflictError
-    from attn_audit.tasks.shard_task import is_transient
+    from attn_audit.tasks.workers import is_transient
     from deltalake.exceptions import CommitFailedError
-    from ray.exceptions import ActorDiedError, RayTaskError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
     def raised_in_a_worker(err):
         return RayTaskError("run_shard", "Traceback ...", err).as_instanceof_cause()
 
-    for transient in (ActorDiedError(), StoreConflictError("too many concurrent writers"),
+    for transient in (ActorDiedError(), ActorUnavailableError("restarting", None),
+                      StoreConflictError("too many concurrent writers"),
                       raised_in_a_worker(CommitFailedError("conflict")), raised_in_a_worker(ConnectionError("reset"))):
         assert is_transient(transient), transient
     for deterministic in (IndexError("list index out of range"), raised_in_a_worker(IndexError("x")),
                           models.AttnAuditError("bad target"), raised_in_a_worker(DatasetError("bad file")),
                           raised_in_a_worker(ValueError("bad config"))):
         assert not is_transient(deterministic), deterministic
+
+
+def test_a_failed_run_says_what_failed_and_whether_running_again_helps():
+    from attn_audit.flows.audit import _failure_message
+    from attn_audit.storage.store import StoreConflictError
+    from attn_audit.tasks.explain_shard import ShardJob
+    from attn_audit.tasks.workers import ATTEMPTS, Outcome, ShardItem
+
+    job = ShardJob("run", "builtin:fashion-canvas", ("rollout",))
+    _, second, third = (ShardItem(job, s) for s in plan_shards(30, 10))
+    bad_input = Outcome(second, error=ValueError("bad input"))
+    message = _failure_message([bad_input], tried=3, done=2)
+    assert message.startswith("1 of 3 shards failed (shard-0001 [10:20): bad input); nothing was retried")
+    assert "run the same command again" not in message
+    conflict = Outcome(third, error=StoreConflictError("too many concurrent writers"), attempts=ATTEMPTS)
+    message = _failure_message([conflict, bad_input], tried=3, done=1)
+    assert message.startswith(f"2 of 3 shards failed, 1 of them still failing after up to {ATTEMPTS} attempts "
+                              "(first: shard-0002 [20:30): too many concurrent writers)")
+    assert message.endswith("(1 from this attempt): run the same command again to resume")
