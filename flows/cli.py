@@ -105,9 +105,11 @@ def _print_results(store: str, run_id: str) -> None:
     from attn_audit.storage.store import Store
     from attn_audit.tasks.evaluate.aggregate import stored_summary
 
-    rows = stored_summary(Store.open(store), run_id)
-    if rows:
-        console.print(evaluate_commands.ranked_table(rows, f"results — run {literal(run_id)}"))
+    store = Store.open(store)
+    rows = stored_summary(store, run_id)
+    for table in evaluate_commands.headline_tables(rows, list(store.run(run_id).methods),
+                                                   f"results — run {literal(run_id)}"):
+        console.print(table)
 
 
 def _print_summary(s) -> None:
@@ -120,7 +122,10 @@ def _print_summary(s) -> None:
     table.add_row("samples", f"{s.samples:,}")
     compute = s.timings.get("shards")
     rate = f" ({s.samples_computed / compute:,.1f} samples/s)" if compute and s.samples_computed else ""
-    table.add_row("explained", f"{s.explained:,}{rate}")
+    samples = s.samples - s.failed
+    counted = f"{s.explained:,} samples" if s.explained == samples else \
+        f"{s.explained:,} targets from {samples:,} samples"  # many-target models: tokens, detections
+    table.add_row("explained", counted + rate)
     if s.labelled:
         table.add_row("accuracy", f"{s.correct / s.labelled:.1%} of {s.labelled:,} labelled samples")
     table.add_row("failed", f"{s.failed:,}" + (" — see the errors table (below)" if s.failed else ""))

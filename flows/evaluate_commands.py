@@ -67,6 +67,29 @@ def results_table(summary) -> Table:
                         f"chunks, {summary.chunks_skipped} already done, {summary.seconds:.1f} s)")
 
 
+def headline_tables(results: list[dict], methods: list[str], title: str) -> list[Table]:
+    """Per modality, methods × the headline metrics (tasks.report.summary), mean and interval, rank 1 bold: the
+    tables that fit a terminal; the report has every metric ranked."""
+    from attn_audit.tasks.report.summary import arrow, headline, value_text
+
+    tables = []
+    for modality, columns, rows in headline(results, methods):
+        table = Table(title=f"{title} · {literal(modality)}")
+        table.add_column("method", no_wrap=True)
+        for metric, name in columns:
+            table.add_column(f"{name} {arrow(metric)}", justify="right", overflow="fold")
+        for method in methods:
+            cells = []
+            for metric, _ in columns:
+                r = rows.get((method, metric))
+                text = "—" if r is None else (f"{value_text(metric, r['mean'])}\n[{value_text(metric, r['ci_low'])}, "
+                                              f"{value_text(metric, r['ci_high'])}]")  # the interval below the mean
+                cells.append(f"[bold]{text}[/]" if r is not None and r.get("rank") == 1 else text)
+            table.add_row(literal(method), *cells)
+        tables.append(table)
+    return tables
+
+
 def ranked_table(results: list[dict], title: str) -> Table:
     """One row per (metric, modality, method), best method first; ↑/↓ = the metric's better direction. `title`
     is markup; the stored values are printed literally."""

@@ -20,18 +20,26 @@ def modalities_shown(summary: list[dict]) -> list[str]:
     return found + (["combined"] if len(found) > 1 and any(r["modality"] == "combined" for r in summary) else [])
 
 
-def summary_table(summary: list[dict], methods: list[str]) -> str:
-    """HTML: per modality, a table of methods × headline metrics."""
+def headline(summary: list[dict], methods: list[str]) -> list[tuple[str, list[tuple[str, str]], dict]]:
+    """Per shown modality: (modality, its headline columns [(metric, title)], {(method, metric): summary row})."""
     rows = {(r["method"], r["modality"], r["metric"]): r for r in summary}
-    tables = []
+    out = []
     for modality in modalities_shown(summary):
         columns = [(metric, title) for metric, title in HEADLINE
                    if any((m, modality, metric) in rows for m in methods)]
-        if not columns:
-            continue
-        head = "".join(f"<th>{html.escape(title)} {_arrow(metric)}</th>" for metric, title in columns)
+        if columns:
+            out.append((modality, columns, {(m, metric): rows[(m, modality, metric)] for m in methods
+                                            for metric, _ in columns if (m, modality, metric) in rows}))
+    return out
+
+
+def summary_table(summary: list[dict], methods: list[str]) -> str:
+    """HTML: per modality, a table of methods × headline metrics."""
+    tables = []
+    for modality, columns, rows in headline(summary, methods):
+        head = "".join(f"<th>{html.escape(title)} {arrow(metric)}</th>" for metric, title in columns)
         body = [f"<tr><th>{html.escape(method)}</th>"
-                + "".join(_cell(metric, rows.get((method, modality, metric))) for metric, _ in columns) + "</tr>"
+                + "".join(_cell(metric, rows.get((method, metric))) for metric, _ in columns) + "</tr>"
                 for method in methods]
         tables.append(f"<table class='summary'><caption>{html.escape(modality)}</caption><tr><th>method</th>{head}"
                       f"</tr>{''.join(body)}</table>")
@@ -41,16 +49,16 @@ def summary_table(summary: list[dict], methods: list[str]) -> str:
 def _cell(metric: str, r: dict | None) -> str:
     if r is None:
         return "<td class='n'>—</td>"
-    text = (f"{_value(metric, r['mean'])}<br><span class='ci'>[{_value(metric, r['ci_low'])}, "
-            f"{_value(metric, r['ci_high'])}]</span>")
+    text = (f"{value_text(metric, r['mean'])}<br><span class='ci'>[{value_text(metric, r['ci_low'])}, "
+            f"{value_text(metric, r['ci_high'])}]</span>")
     return f"<td class='n'>{'<b>' + text + '</b>' if r.get('rank') == 1 else text}</td>"
 
 
-def _arrow(metric: str) -> str:
+def arrow(metric: str) -> str:
     return "↑" if metric_spec(metric).higher_is_better else "↓"
 
 
-def _value(metric: str, value) -> str:
+def value_text(metric: str, value) -> str:
     if value is None or value != value:
         return "—"
     return f"{value:.1f}" if metric.startswith(("auc_", "prob_auc_")) else f"{value:.3f}"
