@@ -24,6 +24,11 @@ STYLE = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}
          ".note{color:#666}figure.text{margin:1em 0}table.summary th{white-space:nowrap}span.ci{color:#666;"
          "font-size:85%}table.summary caption{text-align:left;font-weight:bold;padding:4px 0}"
          "details{margin:0.5em 0}summary{cursor:pointer;color:#245}" + TOKEN_STYLE)
+NOT_RUN = {"sanity": "The sanity check was not run: it is opt-in, as it re-explains samples once per randomised "
+                     "layer (`attn-audit evaluate --store STORE --run RUN --tests sanity` adds it, then `attn-audit "
+                     "report`).",
+           "localisation": "No localisation results: the dataset has no ground truth for this model's maps (or the "
+                           "evaluation skipped it; its notes say why)."}
 REMOVED = {"image": "image patches", "text": "text tokens"}  # what a perturbation test removes, per modality
 RESULT_COLUMNS = ("metric", "modality", "rank", "method", "mean", "95% interval", "n",
                   "not significantly different from")
@@ -33,7 +38,7 @@ def _results(summary: list[dict], test: str) -> str:
     """Every metric of `test`, per modality and method, ranked: folded (the summary table heads the page)."""
     rows = [r for r in summary if metric_spec(r["metric"]).test == test]
     if not rows:
-        return f"<p class='note'>No {test} results in the store for this run.</p>"
+        return f"<p class='note'>{html.escape(NOT_RUN.get(test, f'No {test} results in the store for this run.'))}</p>"
     cells = [(f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", r["modality"], r["rank"], r["method"],
               f"{r['mean']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", r["n"],
               ", ".join(r["not_significant_vs"])) for r in rows]
