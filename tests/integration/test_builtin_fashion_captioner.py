@@ -2,8 +2,6 @@
 cell, and its training script runs."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ from attn_audit.storage.datasets import open_dataset
 from attn_audit.tasks.evaluate.target_localisation import target_scores
 
 from attn_audit import models
+from tests.training_scripts import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,9 +57,7 @@ def test_each_word_points_at_its_item(explained):
 
 
 def test_training_script_smoke_run_loads(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts/train_fashion_captioner.py"), "--smoke", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run_smoke("train_fashion_captioner.py", tmp_path)
     m = models.load(str(tmp_path), device="cpu")
     sample = open_dataset("builtin:fashion-caption?split=test&n=1")[0]
     exps = models.explain(m, m.preprocess([sample]), method="chefer2021")

@@ -2,8 +2,6 @@
 4x4 patch grid and the caption words, and its training script runs."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 from attn_audit.storage.datasets import open_dataset
 
 from attn_audit import models
+from tests.training_scripts import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,9 +46,7 @@ def test_pairs_are_explained_on_the_patch_grid_and_the_caption():
 
 
 def test_training_script_smoke_run_loads(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts/train_fashion_clip.py"), "--smoke", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run_smoke("train_fashion_clip.py", tmp_path)
     m = models.load(str(tmp_path), device="cpu")
     assert type(m.adapter).__name__ == "ClipAdapter" and m.adapter.grid == 4
     assert json.loads((tmp_path / "training.json").read_text())["epochs"] == 1

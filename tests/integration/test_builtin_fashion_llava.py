@@ -5,8 +5,6 @@ pointing at the asked-about cell."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from attn_audit.tasks.evaluate.settings import EvalSettings
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from attn_audit import models
+from tests.training_scripts import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +39,7 @@ def test_training_script_smoke_run_makes_a_loadable_explainable_checkpoint(tmp_p
     """The --smoke run (a few steps: it learns nothing yet) writes a stock LlavaForConditionalGeneration whose tower
     is fashion-clip's, a word-level tokenizer with the image placeholder, and a generation config; a forced answer is
     explained on the 4x4 patch grid and the question's words, and both maps are scored against the ground truth."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts/train_fashion_llava.py"), "--smoke", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run_smoke("train_fashion_llava.py", tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["architectures"] == ["LlavaForConditionalGeneration"]
     assert (tmp_path / "model.safetensors").stat().st_size < 4 << 20

@@ -1,8 +1,6 @@
 """builtin:fashion-vit: the shipped ViT reaches its accuracy bound; its training script runs."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +8,7 @@ import pytest
 from attn_audit.storage.datasets import open_dataset
 
 from attn_audit import models
+from tests.training_scripts import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +48,6 @@ def test_explanations_are_8x8_patch_grids_that_point_at_the_item():
 
 
 def test_training_script_smoke_run_loads(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts/train_fashion_vit.py"), "--smoke", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run_smoke("train_fashion_vit.py", tmp_path)
     m = models.load(str(tmp_path), device="cpu")
     assert m.label_names[0] == "T-shirt/top" and json.loads((tmp_path / "training.json").read_text())["epochs"] == 1

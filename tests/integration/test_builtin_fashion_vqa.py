@@ -2,8 +2,6 @@
 grids, explain both modalities on the cell grid, and their training scripts run."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 from attn_audit.storage.datasets import open_dataset
 
 from attn_audit import models
+from tests.training_scripts import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +44,7 @@ def test_maps_are_question_tokens_and_the_cell_grid(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_training_script_smoke_run_loads(name, tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / NAMES[name]), "--smoke", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run_smoke(NAMES[name], tmp_path)
     m = models.load(str(tmp_path), device="cpu")
     assert m.label_names[-1] == "bottom right" and m.adapter.regions.grid == 2
     assert json.loads((tmp_path / "training.json").read_text())["epochs"] == 1

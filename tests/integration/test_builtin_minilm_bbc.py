@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from attn_audit.models.heads import HEAD_CONFIG, HEAD_WEIGHTS, MeanPoolingClassi
 from attn_audit.storage.datasets import open_dataset
 
 from attn_audit import models
+from tests.training_scripts import run_smoke
 
 pytestmark = pytest.mark.slow
 
@@ -93,10 +92,7 @@ def test_explanations_have_tokens_special_flags_and_a_mean_readout(minilm, test_
 def test_training_script_smoke_run_loads(tmp_path):
     require_encoder_package()
     out = tmp_path / "minilm-smoke"
-    run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "test accuracy" in run.stdout
+    assert "test accuracy" in run_smoke(SCRIPT.name, out)
     spec = json.loads((out / HEAD_CONFIG).read_text())
     assert spec["encoder"].startswith(f"package:{PACKAGE}") and spec["normalize"] and spec["truncate"]
     assert spec["training"]["train_size"] == 40 and spec["training"]["test_size"] == 20

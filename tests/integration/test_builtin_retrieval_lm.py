@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from attn_audit.tasks.evaluate.settings import EvalSettings
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from attn_audit import models
+from tests.training_scripts import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,9 +37,7 @@ def test_training_script_smoke_run_makes_a_loadable_explainable_checkpoint(tmp_p
     """The script's --smoke run (a few steps: it learns nothing yet) writes a small stock Llama with a left-padding
     word-level tokenizer and a generation config, which plain transformers and models.load both read offline.
     (No trained retrieval-lm ships yet: see the README's built-in table.)"""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts/train_retrieval_lm.py"), "--smoke", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run_smoke("train_retrieval_lm.py", tmp_path)
     exact_answers(tmp_path, "builtin:kv-retrieval?n=4")
     assert json.loads((tmp_path / "training.json").read_text())["test"] == "builtin:kv-retrieval?split=test&n=32&seed=0"
     config = json.loads((tmp_path / "config.json").read_text())

@@ -2,23 +2,20 @@
 a DETR the adapter explains."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from attn_audit.storage.datasets import open_dataset
 
 from attn_audit import models
+from tests.training_scripts import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_training_script_smoke_run_loads_and_explains(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts/train_fashion_detr.py"), "--smoke", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run_smoke("train_fashion_detr.py", tmp_path)
     report = json.loads((tmp_path / "training.json").read_text())
     assert report["epochs"] == 1 and 0.0 <= report["test_ap50"] <= 1.0
     assert report["backbone_pretraining"]["epochs"] == 1
