@@ -67,12 +67,32 @@ def _compare(args) -> int:
     console.print(_table("predictions", ("", "value [95% interval]", "n"),
                          [("changed (share)" if r["metric"] == "changed" else "accuracy (run − baseline)",
                            _interval(r, signed=r["metric"] != "changed"), r["n"]) for r in c.predictions]))
+    names = _target_names(args.store, c)
     console.print(_table("most-changed samples", ("method", "modality", "sample", "rho", "top-k overlap",
                                                   "target (baseline → run)"),
                          [(r["method"], r["modality"], r["sample_id"], _num(r.get("spearman")),
-                           _num(r.get("top_k_overlap")), f"{r['baseline_target_index']} → {r['target_index']}")
+                           _num(r.get("top_k_overlap")),
+                           f"{names.get((c.baseline_run_id, r['sample_id'], r['baseline_target_index']), '?')} → "
+                           f"{names.get((c.run_id, r['sample_id'], r['target_index']), '?')}")
                           for r in c.most_changed]))
     return 0
+
+
+def _target_names(store_uri: str, c) -> dict[tuple, str]:
+    """(run, sample, target index) -> "class name (index)" of the most-changed samples' targets, from the runs'
+    predictions (a token or a detection's class for many-target models)."""
+    from attn_audit.storage.store import Store
+
+    store, samples = Store.open(store_uri), sorted({r["sample_id"] for r in c.most_changed})
+    names = {}
+    for run_id in (c.baseline_run_id, c.run_id):
+        rows = store.predictions(run_id=run_id, sample_ids=samples).select(
+            ["sample_id", "target_index", "target_label"]).to_pylist() if samples else []
+        for r in rows:
+            label = r["target_label"]
+            names[(run_id, r["sample_id"], r["target_index"])] = \
+                f"{label} ({r['target_index']})" if label is not None else str(r["target_index"])
+    return names
 
 
 def _table(title: str, columns, rows) -> Table:

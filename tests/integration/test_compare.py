@@ -3,6 +3,7 @@ prediction changes, the most-changed samples, written once, read back by SQL and
 
 from __future__ import annotations
 
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -135,6 +136,7 @@ def test_the_compare_command_prints_the_tables_and_refuses_one_run(two_runs, cap
     assert main(["compare", "--store", store.uri, "--run", a[:6], "--run", b[:6], "--most-changed", "1"]) == 0
     out = capsys.readouterr().out
     assert f"run {b} vs baseline {a}" in out and "auc_positive" in out and "s1" in out
+    assert re.search(r"\w+ \(\d+\) → \w+ \(\d+\)", out)  # the targets by class name and index
     assert store.table("comparisons", run_id=b).num_rows == 13
     assert main(["compare", "--store", store.uri, "--run", a]) == 1
     assert "give --run exactly twice" in capsys.readouterr().err
