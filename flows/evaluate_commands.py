@@ -70,7 +70,7 @@ def results_table(summary) -> Table:
 def headline_tables(results: list[dict], methods: list[str], title: str) -> list[Table]:
     """Per modality, methods × the headline metrics (tasks.report.summary), mean and interval, rank 1 bold: the
     tables that fit a terminal; the report has every metric ranked."""
-    from attn_audit.tasks.report.summary import arrow, headline, value_text
+    from attn_audit.tasks.report.summary import arrow, headline, mean_and_interval
 
     tables = []
     for modality, columns, rows in headline(results, methods):
@@ -82,8 +82,7 @@ def headline_tables(results: list[dict], methods: list[str], title: str) -> list
             cells = []
             for metric, _ in columns:
                 r = rows.get((method, metric))
-                text = "—" if r is None else (f"{value_text(metric, r['mean'])}\n[{value_text(metric, r['ci_low'])}, "
-                                              f"{value_text(metric, r['ci_high'])}]")  # the interval below the mean
+                text = "—" if r is None else "\n".join(mean_and_interval(metric, r))  # the interval below the mean
                 cells.append(f"[bold]{text}[/]" if r is not None and r.get("rank") == 1 else text)
             table.add_row(literal(method), *cells)
         tables.append(table)

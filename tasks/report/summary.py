@@ -49,9 +49,14 @@ def summary_table(summary: list[dict], methods: list[str]) -> str:
 def _cell(metric: str, r: dict | None) -> str:
     if r is None:
         return "<td class='n'>—</td>"
-    text = (f"{value_text(metric, r['mean'])}<br><span class='ci'>[{value_text(metric, r['ci_low'])}, "
-            f"{value_text(metric, r['ci_high'])}]</span>")
+    mean, interval = mean_and_interval(metric, r)
+    text = f"{mean}<br><span class='ci'>{interval}</span>"
     return f"<td class='n'>{'<b>' + text + '</b>' if r.get('rank') == 1 else text}</td>"
+
+
+def mean_and_interval(metric: str, r: dict) -> tuple[str, str]:
+    """A summary row's mean and its "[low, high]" interval, formatted for the metric."""
+    return value_text(metric, r["mean"]), f"[{value_text(metric, r['ci_low'])}, {value_text(metric, r['ci_high'])}]"
 
 
 def arrow(metric: str) -> str:
