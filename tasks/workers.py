@@ -148,10 +148,11 @@ class WorkerPool:
     """`workers` actors made by `new_actor()`; `run()` runs work items on them (see the module docstring)."""
 
     def __init__(self, new_actor: Callable[[], Any], workers: int, describe: str = "", logger=None,
-                 poll_seconds: float = POLL_S):
+                 poll_seconds: float = POLL_S, retry_delays: tuple[float, ...] = RETRY_DELAYS_S):
         self._new_actor, self.workers, self.describe = new_actor, workers, describe
         self.log = logger or logging.getLogger(__name__)
         self.poll_seconds = poll_seconds
+        self.retry_delays = retry_delays  # one per retry: ATTEMPTS - 1 of them
         self.max_replacements = workers * MAX_RESTARTS
         self.infos: list[dict] = []  # info() of each actor as it started
         self._actors: set = set()  # every actor of the pool: lent, idle or recovering
@@ -279,7 +280,7 @@ class WorkerPool:
             self._pool.push(call.actor)
         if error is None or not is_transient(error) or call.attempt >= ATTEMPTS:
             return Outcome(call.item, value, error, call.attempt)
-        delay = RETRY_DELAYS_S[call.attempt - 1]
+        delay = self.retry_delays[call.attempt - 1]
         self.log.warning("%s: %s; attempt %d of %d in %g s", call.item.name, error_line(error), call.attempt + 1,
                          ATTEMPTS, delay)
         heapq.heappush(due, (time.monotonic() + delay, next(order), call.item, call.attempt + 1))

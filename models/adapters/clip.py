@@ -4,6 +4,9 @@ Each tower is pure self-attention (Eq. 6, no interaction between them): the imag
 [CLS] row over the patch grid, the text map the row of the token the text tower pools (EOT). The pairs of a
 batch are independent, so one backward pass over the sum of the diagonal serves them all. The score table
 has one column (the pair's similarity): target 0, probability 1; `score` carries the value.
+
+Perturbation tests (SPEC §3, dual encoders) remove one tower's tokens and score the pair against the batch's
+candidates of the other tower (`perturbed_logits`): the similarity, and whether the pair still retrieves its partner.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from attn_audit.models.adapters.base import Adapter, SampleMaps
+from attn_audit.models.adapters.token_removal import black_out, drop_patches, drop_text_tokens
 from attn_audit.models.batch import Batch
 from attn_audit.models.engine.events import AttentionEvent, Capture, Readout
 from attn_audit.models.errors import SampleError
 from attn_audit.models.images import PixelTransform, decode_image
 from attn_audit.models.lrp.modified_gradient import clip_pair_forward
 from attn_audit.models.paired import encode_pairs
-from attn_audit.models.text import TextEncoder, model_max_length
+from attn_audit.models.text import TextEncoder, model_max_length, removable_text_tokens
 
 
 class ClipAdapter(Adapter):
@@ -90,3 +94,60 @@ class ClipAdapter(Adapter):
         return SampleMaps({"image": row["image"][1:].reshape(self.grid, self.grid), "text": row["text"][:n]},
                           {"text": batch.meta["tokens"][i]}, {"text": batch.meta["special"][i]})
 
+    # -- perturbation: image patches dropped after the embeddings ([CLS] stays) or blacked out, as for ViT; text
+    # tokens dropped, order kept. The other tower is not touched.
+    perturbation_modes = ("drop", "zero")
+
+    def removable_tokens(self, batch, modality):
+        if modality == "image":
+            return torch.ones(batch.size, self.grid * self.grid, dtype=torch.bool, device=batch["pixel_values"].device)
+        removable = removable_text_tokens(batch)
+        # the pooled token stays even where the tokenizer does not flag it special (the argmax rule finds any EOT)
+        removable[torch.arange(batch.size, device=removable.device), self.eot_index(batch["input_ids"])] = False
+        return removable
+
+    def perturbed_logits(self, batch, rows, keep, modality, mode, positions=None):
+        """(R, B): logit_scale · cosine of pair `rows[r]` with its `modality` side reduced to `keep[r]`, against the
+        other side of every pair of `batch` (unperturbed), its own partner in column 0 and the others after it in
+        batch order — logits_per_image (image rows) or logits_per_text (text rows) of the stock model on the reduced
+        input. Target 0 then scores the pair's similarity, its probability is the softmax over the candidates, and
+        prediction 0 says the pair still retrieves its partner. The candidates are the batch's samples: in an
+        evaluation, the samples perturbed together (one `batch_size` batch of a chunk)."""
+        if modality == "image":
+            perturbed = self._perturbed_images(batch["pixel_values"][rows], keep, mode)
+            others = self._text_features(batch["input_ids"], batch["attention_mask"])
+        else:
+            if mode != "drop":
+                raise ValueError(f"CLIP text perturbation mode must be 'drop', got {mode!r}")
+            names = ["input_ids", "attention_mask"]
+            reduced = drop_text_tokens({n: batch[n][rows] for n in names}, keep,
+                                       self.removable_tokens(batch, "text")[rows], names,
+                                       self.encoder.tokenizer.pad_token_id)
+            perturbed = self._text_features(reduced["input_ids"], reduced["attention_mask"])
+            others = self._image_features(batch["pixel_values"])
+        similarity = _unit(perturbed) @ _unit(others).T * self.model.logit_scale.exp()
+        return similarity.gather(1, _partner_first(rows, batch.size))
+
+    def _perturbed_images(self, pixels, keep, mode):
+        if mode == "zero":
+            return self._image_features(black_out(pixels, ~keep.view(-1, self.grid, self.grid), self.transform))
+        if mode != "drop":
+            raise ValueError(f"CLIP image perturbation mode must be one of {self.perturbation_modes}, got {mode!r}")
+        return drop_patches(self.model.vision_model.embeddings, 1, keep,
+                            lambda sel: self._image_features(pixels[sel]))
+
+    def _image_features(self, pixels):
+        return self.model.get_image_features(pixel_values=pixels).pooler_output
+
+    def _text_features(self, input_ids, attention_mask):
+        return self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)  # the stock model's normalisation (no epsilon)
+
+
+def _partner_first(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """(R, n) column order: sample `rows[r]` first, then the other samples in batch order."""
+    others = torch.arange(n, device=rows.device)[None, :] != rows[:, None]
+    return torch.argsort(others.to(torch.int8), dim=1, stable=True)

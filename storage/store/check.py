@@ -448,7 +448,7 @@ def _reset_shards(store: Store, run_id: str, shard_ids: list[int]) -> None:
     for name in (*SHARD_TABLES, "shards"):
         for attempt in range(RESET_ATTEMPTS):
             try:
-                _forget(store, name, predicate, keys, reset, dictionary=float16 and name == "explanations")
+                _forget(store, name, predicate, keys, reset, "float16" if float16 else "float32")
                 break
             except CommitFailedError:
                 backoff(attempt)
@@ -458,9 +458,10 @@ def _reset_shards(store: Store, run_id: str, shard_ids: list[int]) -> None:
 
 
 def _forget(store: Store, name: str, predicate: str, keys: list[str], reset: CommitProperties,
-            dictionary: bool) -> None:
+            relevance_dtype: str) -> None:
     table = store.delta(name)
-    deleted = table.delete(predicate, writer_properties=writer_properties(dictionary), commit_properties=reset)
+    deleted = table.delete(predicate, writer_properties=writer_properties(name, relevance_dtype),
+                           commit_properties=reset)
     if not deleted["num_deleted_rows"] and store.committed_keys(name, keys):
         # nothing to delete makes no commit: record the reset on its own
         write_deltalake(table, TABLES[name].schema.empty_table(), mode="append", commit_properties=reset)

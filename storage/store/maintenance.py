@@ -1,4 +1,5 @@
-"""`Store.optimize`: compaction of the per-shard files, keeping each run's relevance encoding."""
+"""`Store.optimize`: compaction of the per-shard files, keeping each run's relevance encoding
+(committer.writer_properties)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ def optimize(store: Store) -> dict[str, dict]:
         if name == "explanations" and float16_runs:  # keep each run's dictionary choice
             others = [("run_id", "not in", float16_runs)]
             report[name] = _merge_metrics(
-                [store.delta(name).optimize.compact(partition_filters=others, writer_properties=writer_properties())]
+                [store.delta(name).optimize.compact(partition_filters=others,
+                                                    writer_properties=writer_properties(name))]
                 + [store.delta(name).optimize.compact(partition_filters=[("run_id", "=", r)],
-                                                      writer_properties=writer_properties(True))
+                                                      writer_properties=writer_properties(name, "float16"))
                    for r in float16_runs])
         else:
             report[name] = _retry(lambda n=name: store.delta(n).optimize.compact(
-                writer_properties=writer_properties()))
+                writer_properties=writer_properties(n)))
         store.delta(name).create_checkpoint()
     return report
 

@@ -35,7 +35,7 @@ def test_audit_of_a_vqa_model_stores_per_modality_results(name, ray_cluster, pre
 
 def test_audit_of_the_clip_model_stores_both_towers_maps(ray_cluster, prefect_api, tmp_path):
     """builtin:fashion-clip on (grid, caption) pairs: one score per pair, an image map on the patch grid and a
-    text map over the caption tokens, written by the flow's workers; the evaluation notes what it cannot do."""
+    text map over the caption tokens, written by the flow's workers; the evaluation perturbs each tower."""
     store = tmp_path / "store"
     code = main(["audit", "--model", "builtin:fashion-clip", "--data", "builtin:fashion-caption?n=12", "--methods",
                  "chefer2021", "raw_attention", "--store", str(store), "--batch-size", "6"])
@@ -46,5 +46,8 @@ def test_audit_of_the_clip_model_stores_both_towers_maps(ray_cluster, prefect_ap
     maps = s.explanations(run_id=run["run_id"], columns=["modality", "shape", "tokens"]).to_pylist()
     assert {tuple(m["shape"]) for m in maps if m["modality"] == "image"} == {(4, 4)}
     assert all(m["tokens"] for m in maps if m["modality"] == "text") and len(maps) == 12 * 2 * 2
-    notes = s.metrics(run_id=run["run_id"], columns=["metric", "details"]).to_pylist()
-    assert any(r["metric"] == "skipped" and "not available for clip" in r["details"] for r in notes)
+    metrics = s.metrics(run_id=run["run_id"], columns=["modality", "metric", "details"]).to_pylist()
+    found = {(r["modality"], r["metric"]) for r in metrics}
+    for modality in ("text", "image"):
+        assert {(modality, "auc_positive"), (modality, "auc_negative"), (modality, "prob_auc_positive")} <= found
+    assert not any(r["metric"] == "skipped" and "not available" in (r["details"] or "") for r in metrics)

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -77,13 +76,14 @@ def test_own_class_folders_through_explain_and_audit(folders, ray_cluster, prefe
     assert against == {"label"}  # the evaluation's accuracy is against the folder labels, by name
 
 
-def test_input_errors_are_refused_in_seconds_before_anything_starts(folders, tmp_path):
+def test_input_errors_are_refused_before_prefect_or_ray_is_reached(folders, tmp_path):
     root, _ = folders
     (root.parent / "more" / "Hat").mkdir(parents=True)
     Image.new("L", (64, 64)).save(root.parent / "more" / "Hat" / "0.png")
     (root.parent / "more" / "Bag").mkdir()
     Image.new("L", (64, 64)).save(root.parent / "more" / "Bag" / "0.png")
-    env = {"RAY_ADDRESS": "", "PREFECT_API_URL": ""}  # nothing to reach: a refusal must not need them
+    # addresses where nothing answers: a refusal that reached Prefect or Ray would fail there, with other words
+    env = {"RAY_ADDRESS": "127.0.0.1:9", "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     cases = [
         (("--data", f"imagefolder:{root.parent / 'more'}"), r"not classes of the model: 'Hat'.*8=Bag.*--label-map"),
         (("--data", "builtin:fashion-canvas", "--target", "99"), r"--target 99 is out of range.*10 classes"),
@@ -91,13 +91,10 @@ def test_input_errors_are_refused_in_seconds_before_anything_starts(folders, tmp
          r"maps 'Hat' to 'Beret'"),
     ]
     for args, message in cases:
-        started = time.monotonic()
         done = run_cli("explain", "--model", MODEL, *args, "--store", str(tmp_path / "store"), env=env)
-        took = time.monotonic() - started
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert re.search(message, done.stderr.replace("\n", " ")), done.stderr
         assert "resume" not in done.stderr and "Traceback" not in done.stderr
-        assert took < 20, took  # Prefect's start-up alone takes ~10 s, the whole pipeline ~30 s
     assert not (tmp_path / "store").exists() or not Store.open(tmp_path / "store").runs().num_rows
 
     nothing = run_cli("explain", "--model", MODEL, "--data", "builtin:fashion-canvas", "--limit", "0",

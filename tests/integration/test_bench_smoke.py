@@ -1,22 +1,21 @@
 """Every benchmark script runs (`--smoke`: tiny sizes) so that none rots between the sessions that measure with them.
-Each test asserts on figures the script could only print or write by measuring."""
+Each test asserts on figures the script could only print or write by measuring. The scripts run in this process
+(tests.in_process), as `python bench/NAME.py --smoke` would run them; the pipeline's in a process of its own, as it
+starts Prefect and Ray."""
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.in_process import ROOT, run_script
+
 pytestmark = pytest.mark.slow
 
 
 def run(script: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, f"bench/{script}", "--smoke", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return done.stdout
+    return run_script(ROOT / "bench" / script, "--smoke", *args)
 
 
 def test_bench_engine():
@@ -24,9 +23,11 @@ def test_bench_engine():
     assert "fused / eager capture" in out and "max abs diff" in out and "WARNING" not in out
 
 
-def test_bench_memory():
-    out = run("bench_memory.py")
-    assert "fused÷floor" in out and out.count("x") >= 4
+def test_bench_memory(tmp_path):
+    out = run("bench_memory.py", "--json", str(tmp_path / "memory.json"))
+    (row,) = json.loads((tmp_path / "memory.json").read_text())
+    assert "fused÷floor" in out and row["tokens"] == 64
+    assert row["floor_mb"] > 0 and row["eager_mb"] > row["fused_mb"]  # measured in fresh processes, not zero
 
 
 def test_bench_lm(tmp_path):
@@ -72,6 +73,8 @@ def test_bench_multitarget():
 
 @pytest.mark.e2e  # the audit flow through Prefect and Ray
 def test_bench_pipeline(tmp_path):
-    run("bench_pipeline.py", "--json", str(tmp_path / "pipeline.json"))
+    command = [sys.executable, "bench/bench_pipeline.py", "--smoke", "--json", str(tmp_path / "pipeline.json")]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     figures = json.loads((tmp_path / "pipeline.json").read_text())
     assert figures["samples"] == 64 and figures["pipeline_seconds"] > 0 and figures["peak_rss_mb"]["64"] > 0

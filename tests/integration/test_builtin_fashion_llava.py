@@ -18,7 +18,7 @@ from attn_audit.tasks.evaluate.settings import EvalSettings
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from attn_audit import models
-from tests.training_scripts import run_smoke
+from tests.in_process import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import pytest
 from attn_audit.storage.datasets import open_dataset
 
 from attn_audit import models
-from tests.training_scripts import run_smoke
+from tests.in_process import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

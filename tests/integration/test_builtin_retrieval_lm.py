@@ -15,7 +15,7 @@ from attn_audit.tasks.evaluate.settings import EvalSettings
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from attn_audit import models
-from tests.training_scripts import run_smoke
+from tests.in_process import run_smoke
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,30 +6,29 @@ alone: the items here run on small actors that fail as told; the ExplainerActors
 from __future__ import annotations
 
 import os
-import signal
 import time
-from dataclasses import dataclass
 
 import pytest
-import ray
 import torch
 import transformers
 from attn_audit.flows.plan import model_fingerprint
 from attn_audit.flows.ray_cluster import ray_session
 from attn_audit.storage.datasets import CLASS_NAMES, DatasetError, open_dataset
-from attn_audit.storage.store import RunSpec, Store, StoreConflictError
+from attn_audit.storage.store import RunSpec, Store
 from attn_audit.tasks.actors import ExplainerConfig, Placement
 from attn_audit.tasks.evaluate import evaluate_run
 from attn_audit.tasks.explain_shard import ShardJob
 from attn_audit.tasks.shards import plan_shards
-from attn_audit.tasks.workers import ATTEMPTS, MAX_RESTARTS, RETRY_DELAYS_S, WorkerPool, is_transient
+from attn_audit.tasks.workers import ATTEMPTS, MAX_RESTARTS, WorkerPool, is_transient
 from deltalake.exceptions import CommitFailedError
 from ray.exceptions import ActorDiedError, RayTaskError
 
+from tests.pool_workers import Item, new_worker
 from tests.tiny_models import SMALL
 
 pytestmark = pytest.mark.slow
 DATA = "builtin:fashion-canvas?n=8"
+RETRY_DELAYS_S = (0.2, 0.5)  # shorter than the pool's own; the policy is the same
 
 
 @pytest.fixture(scope="module")
@@ -43,61 +42,8 @@ def local_ray():
             os.environ["RAY_ADDRESS"] = saved
 
 
-class Worker:
-    """An actor with what the pool calls on every actor (info, progress) and `work`, which fails as told."""
-
-    def __init__(self, broken: str | None = None):
-        if broken and os.path.exists(broken):  # a model that no longer loads
-            raise RuntimeError("cannot load the model")
-        self._running, self._done = None, 0
-
-    def info(self) -> dict:
-        return {"pid": os.getpid()}
-
-    def progress(self) -> tuple[int | None, int]:
-        return self._running, self._done
-
-    def work(self, key: int, fails: str, attempt: int, steps: int) -> tuple[int, int]:
-        self._running, self._done = key, 0
-        try:
-            for _ in range(steps):
-                time.sleep(0.2)
-                self._done += 1
-                if fails == "worker dies" and attempt == 1 and self._done == 3:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            if fails == "store conflict" and attempt == 1:
-                raise StoreConflictError("too many concurrent writers")
-            if fails == "commit conflict":
-                raise CommitFailedError("a concurrent transaction won")
-            if fails == "input":
-                raise ValueError("bad input")
-            return key, os.getpid()
-        finally:
-            self._running = None
-
-
-@dataclass(frozen=True)
-class Item:
-    key: int
-    fails: str = ""
-    steps: int = 1
-
-    @property
-    def name(self) -> str:
-        return f"item {self.key}"
-
-    @property
-    def progress_id(self) -> int:
-        return self.key
-
-    def call(self, actor, attempt: int):
-        return actor.work.remote(self.key, self.fails, attempt, self.steps)
-
-
 def pool_of(workers: int, max_restarts: int = 1, broken: str | None = None) -> WorkerPool:
-    remote = ray.remote(Worker)
-    return WorkerPool(lambda: remote.options(num_cpus=0.5, max_restarts=max_restarts, max_task_retries=0,
-                                             max_concurrency=2).remote(broken), workers, poll_seconds=0.1)
+    return WorkerPool(new_worker(max_restarts, broken), workers, poll_seconds=0.1, retry_delays=RETRY_DELAYS_S)
 
 
 def by_key(outcomes) -> dict:
