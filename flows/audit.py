@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 from attn_audit.flows.downstream import EVALUATE_AND_REPORT, NONE, Downstream, JobContext, downstream_task
 from attn_audit.flows.plan import RunPlan, plan_run
-from attn_audit.flows.prefect_settings import prefect_session
-from attn_audit.flows.progress import ShardProgress, shard_progress
-from attn_audit.flows.ray_cluster import ray_session
+from attn_audit.flows.prefect_settings import api_url, prefect_session
+from attn_audit.flows.progress import ShardProgress, phases, shard_progress, show_phase
+from attn_audit.flows.ray_cluster import ray_address, ray_session
 from attn_audit.flows.request import AuditRequest
 from attn_audit.storage.store import RunInfo, Store, StoreError
 from attn_audit.tasks.actors import ExplainerConfig, Placement, error_line, node_resources, plan_placement, worker_bytes
@@ -113,11 +113,16 @@ def run_audit(request: AuditRequest, *, kind: str = "audit", progress: bool = Tr
     checked = time.perf_counter()
     if storage_options:
         _STORAGE_OPTIONS[request.compute.store] = storage_options
-    with prefect_session() as api:
-        called = time.time()
-        options = {"downstream": downstream or EVALUATE_AND_REPORT} if kind == "audit" else {}
-        summary = FLOWS[kind](request, progress=progress, verbose=verbose, **options)
-        flow_done = time.perf_counter()
+    url = api_url()
+    show_phase(f"connecting to Prefect at {url}…" if url else "starting Prefect (a temporary local server)…", progress)
+    try:
+        with prefect_session() as api:
+            called = time.time()
+            options = {"downstream": downstream or EVALUATE_AND_REPORT} if kind == "audit" else {}
+            summary = FLOWS[kind](request, progress=progress, verbose=verbose, **options)
+            flow_done = time.perf_counter()
+    finally:
+        phases.end()
     summary.prefect_api = api or "temporary local server"
     summary.timings = {"check": checked - started, "prefect_start": summary.timings.pop("flow_started_at") - called,
                        **summary.timings, "teardown": time.perf_counter() - flow_done}
@@ -136,6 +141,8 @@ def _execute(request: AuditRequest, downstream: Downstream, kind: str, progress:
     rt = _Session(options, progress, timings)
     with ExitStack() as stack:
         if plan.shards_pending:
+            address = ray_address()
+            show_phase(f"connecting to the Ray cluster at {address}…" if address else "starting Ray…", progress)
             info = stack.enter_context(ray_session(verbose=verbose))
             rt.placement = plan_placement(node_resources(), plan.compute.workers, plan.compute.gpus_per_worker,
                                           plan.compute.device, max_workers=plan.shards_pending,
@@ -202,6 +209,7 @@ def _start_pool(plan: RunPlan, run: RunInfo, rt: _Session):
     config = ExplainerConfig(plan.model_ref, plan.store, plan.compute.device, maps.precision, maps.truncate,
                              rt.storage_options, maps.capture)
     started = time.perf_counter()
+    show_phase(f"starting {rt.placement.describe()}, each loading {plan.model_ref}…", rt.progress)
     with WorkerPool.of_explainers(rt.placement, config, label=run.run_id, logger=get_run_logger()) as pool:
         rt.timings["workers_ready"] = time.perf_counter() - started
         rt.workers = pool.infos

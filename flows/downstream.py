@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from attn_audit.flows.progress import shard_progress
+from attn_audit.flows.progress import shard_progress, show_phase
 from attn_audit.storage.store import RunInfo, Store
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -76,6 +76,7 @@ def compare(ctx: JobContext) -> None:
 
     from attn_audit import models
 
+    show_phase(f"comparing with run {ctx.settings.compare_with}…", ctx.progress)
     try:
         compare_runs(ctx.store, baseline=ctx.settings.compare_with, run=ctx.run.run_id,
                      settings=CompareSettings(top_k=ctx.settings.top_k))
@@ -87,6 +88,7 @@ def report(ctx: JobContext) -> dict[str, str]:
     """One static HTML report beside a local store (reports/<run>/index.html)."""
     from attn_audit.tasks.report.page import write_report
 
+    show_phase("writing the report…", ctx.progress)
     uri = ctx.store.uri
     base = Path(uri).parent if "://" not in uri else Path("out")
     return {"report": str(write_report(ctx.store, ctx.run.run_id, base / "reports" / ctx.run.run_id))}

@@ -13,7 +13,8 @@ err_console = Console(stderr=True)
 
 EPILOG = """\
 tests: perturbation (positive / negative, per modality), localisation (BMEQ, AUPRC, pointing game, on data
-with ground truth), sanity (cascading randomisation; opt-in, recomputes explanations per layer).
+with ground truth), sanity (cascading randomisation on the run's first 32 samples: re-explains them once per
+randomised layer). All three by default.
 Results go to the store's `metrics` and `perturbation_curves` tables; rerunning skips what is committed.
 
 example:

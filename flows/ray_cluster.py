@@ -50,6 +50,11 @@ def runtime_env_from_environment() -> dict | None:
     return value
 
 
+def ray_address() -> str:
+    """The cluster RAY_ADDRESS names ("" = a local Ray of this process)."""
+    return os.environ.get("RAY_ADDRESS", "").strip()
+
+
 @contextmanager
 def ray_session(num_cpus: int | None = None, verbose: bool = False):
     """Yields RayInfo; see the module docstring for what is started, attached or left alone."""
@@ -59,7 +64,7 @@ def ray_session(num_cpus: int | None = None, verbose: bool = False):
     if ray.is_initialized():
         yield RayInfo("existing", ray.get_runtime_context().gcs_address, 0.0)
         return
-    address = os.environ.get("RAY_ADDRESS", "").strip()
+    address = ray_address()
     common = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.WARNING,
                   log_to_driver=verbose, configure_logging=True)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -3,7 +3,7 @@
     with WorkerPool.of_explainers(placement, ExplainerConfig(model_ref, store_uri, ...)) as pool:  # models load
         for outcome in pool.explain(job, shards, on_progress=bar.update):   # each shard's, as it ends
             ...
-        for outcome in pool.evaluate(chunk_job, chunks):                    # the evaluation, on the same actors
+        for outcome in pool.evaluate([(chunk_job, c) for c in chunks]):     # the evaluation, on the same actors
             ...
 
 Every shard of a run and every evaluation chunk after it is a work item: one call on one actor, which computes it
@@ -214,9 +214,9 @@ class WorkerPool:
         """Explain and commit each shard; Outcome.value is its ShardResult."""
         return self.run([ShardItem(job, s) for s in shards], on_progress)
 
-    def evaluate(self, job: ChunkJob, chunks: Iterable[Chunk]) -> Iterator[Outcome]:
-        """Evaluate each chunk of a stored run; Outcome.value: True when something was committed now."""
-        return self.run([ChunkItem(job, c) for c in chunks])
+    def evaluate(self, work: Iterable[tuple[ChunkJob, Chunk]]) -> Iterator[Outcome]:
+        """Run each (job, chunk) of a stored run's evaluation; Outcome.value: True when something was committed now."""
+        return self.run([ChunkItem(job, c) for job, c in work])
 
     def run(self, items: Iterable[WorkItem], on_progress: Callable[[int, int], None] | None = None
             ) -> Iterator[Outcome]:

@@ -1,5 +1,5 @@
-"""Units of evaluation work: a committed shard of the run (cut at --limit), and the store keys that make each
-(test, method, chunk) commit happen once."""
+"""Units of evaluation work: a committed shard of the run (cut at --limit), the sanity check's first positions, and
+the store keys that make each (test, method, chunk) commit happen once."""
 
 from __future__ import annotations
 
@@ -31,6 +31,20 @@ def plan_chunks(store: Store, run_id: str, limit: int | None = None) -> list[Chu
         if stop > r["start"]:
             chunks.append(Chunk(r["shard_id"], r["start"], stop))
     return chunks
+
+
+SANITY_UNIT = -1  # the shard_id of the sanity check's one unit of work (sanity_unit)
+
+
+def sanity_unit(chunks: list[Chunk], samples: int) -> Chunk:
+    """The sanity check's one unit of work: the first `samples` positions of the run's leading contiguous chunks
+    (a run still being explained may have gaps)."""
+    start = stop = chunks[0].start
+    for chunk in chunks:
+        if chunk.start != stop:
+            break
+        stop = chunk.stop
+    return Chunk(SANITY_UNIT, start, min(stop, start + samples))
 
 
 def committed_keys(store: Store, table: str, keys: list[str]) -> set[str]:

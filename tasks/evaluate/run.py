@@ -1,4 +1,4 @@
-"""`evaluate_run`: the downstream evaluation of a stored run — perturbation tests, localisation, the opt-in
+"""`evaluate_run`: the downstream evaluation of a stored run — perturbation tests, localisation, the
 sanity check, then aggregation — reading explanations from the store chunk by chunk and writing results back.
 
     summary = evaluate_run("out/store", "3f2a", tests=("perturbation", "localisation"), limit=1000)
@@ -11,16 +11,15 @@ and a chunk whose worker died is simply evaluated again; the same settings never
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from attn_audit.storage.datasets import SampleError as ReadError
 from attn_audit.storage.datasets import open_dataset
 from attn_audit.storage.store import Store
 from attn_audit.tasks.evaluate.aggregate import aggregate_run, stored_notes
-from attn_audit.tasks.evaluate.chunks import Chunk, committed_keys, plan_chunks
+from attn_audit.tasks.evaluate.chunks import SANITY_UNIT, Chunk, committed_keys, plan_chunks, sanity_unit
 from attn_audit.tasks.evaluate.localisation_job import localisation_rows
 from attn_audit.tasks.evaluate.notes import Notes
 from attn_audit.tasks.evaluate.perturbation_job import perturbation_rows
@@ -31,7 +30,7 @@ from attn_audit.tasks.labels import LabelMap, label_map_for
 
 from attn_audit import models
 
-CHUNK_TESTS = ("perturbation", "localisation")
+CHUNK_TESTS = ("perturbation", "localisation")  # per chunk; the sanity check is one unit (chunks.sanity_unit)
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,8 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
                  model: models.LoadedModel | None = None, pool=None) -> EvaluationSummary:
     """Evaluate run `run_id` (id or unique prefix) of `store`; returns the aggregate results and notes.
 
-    `tests`: perturbation, localisation, sanity (opt-in). `methods`: default the run's. `limit`: the first N
-    dataset positions. `batch_size`: samples read and perturbed together (each gives 2 × steps forward rows,
+    `tests`: perturbation, localisation, sanity (all three by default). `methods`: default the run's. `limit`: the
+    first N dataset positions. `batch_size`: samples read and perturbed together (each gives 2 × steps forward rows,
     cut into passes of ≤ `max_rows`, default by device: models.perturbation.default_max_rows).
     `perturbation_mode`: ViT patches are dropped (`drop`) or zeroed in pixels (`zero`); text always drops.
     `settings` overrides every knob (EvalSettings). `model`: the run's model already loaded, instead of loading
@@ -135,18 +134,22 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
                    run.config_dict, run.model_ref, model)
     summary = EvaluationSummary(run.run_id, methods, tests, settings.as_dict())
     chunks = plan_chunks(store, run.run_id, limit)
+    work = [(job, c) for c in chunks] if job.jobs else []
+    if "sanity" in tests and chunks:
+        work.append((replace(job, jobs=tuple(("sanity", m) for m in methods)),
+                     sanity_unit(chunks, settings.sanity_samples)))
     total, done = sum(c.size for c in chunks), 0
-    outcomes = _on_pool(pool, job, chunks) if pool is not None and job.jobs else \
-        ((c, _evaluate_chunk(ctx, c, list(job.jobs))) for c in chunks)
+    outcomes = _on_pool(pool, work) if pool is not None else ((c, _evaluate_chunk(ctx, c, list(j.jobs)))
+                                                                for j, c in work)
     for chunk, evaluated in outcomes:
+        if chunk.shard_id == SANITY_UNIT:
+            continue
         summary.chunks += 1
         summary.chunks_skipped += not evaluated
         summary.samples += chunk.size if evaluated else 0
         done += chunk.size
         if on_progress is not None:
             on_progress(done, total)
-    if "sanity" in tests and chunks:
-        _sanity(ctx, methods, chunks)
     summary.results, _ = aggregate_run(store, run.run_id, settings)
     summary.notes = stored_notes(store, run.run_id, settings)
     if run.status == "running":
@@ -163,11 +166,11 @@ def evaluate_chunk(store: Store, dataset, model: models.LoadedModel, job: ChunkJ
     return _evaluate_chunk(ctx, chunk, list(job.jobs))
 
 
-def _on_pool(pool, job: ChunkJob, chunks: list[Chunk]):
+def _on_pool(pool, work: list[tuple[ChunkJob, Chunk]]):
     """(chunk, evaluated) as the pool's actors finish them (tasks.workers: its policy retries a chunk whose worker
     died); a chunk that still failed is raised once the others are done."""
     failed = None
-    for outcome in pool.evaluate(job, chunks):
+    for outcome in pool.evaluate(work):
         if outcome.failed:
             failed = failed or outcome.error
             continue
@@ -183,6 +186,9 @@ def _evaluate_chunk(ctx: _Context, chunk: Chunk, jobs: list[tuple[str, str]]) ->
     pending = [job for job in jobs if keys[job] not in done]
     if not pending:
         return False
+    if chunk.shard_id == SANITY_UNIT:
+        _sanity(ctx, [m for _, m in pending], chunk, {m: keys[("sanity", m)] for _, m in pending})
+        return True
     methods = sorted({m for _, m in pending})
     ids = [ctx.dataset.sample_id(i) for i in range(chunk.start, chunk.stop)]
     by_sample: dict[tuple[str, str], list] = {}
@@ -210,23 +216,17 @@ def _evaluate_chunk(ctx: _Context, chunk: Chunk, jobs: list[tuple[str, str]]) ->
     return True
 
 
-def _sanity(ctx: _Context, methods: list[str], chunks: list[Chunk]) -> None:
-    """The sanity check on the run's first `sanity_samples` positions, one commit per method."""
-    positions = list(itertools.islice((p for c in chunks for p in range(c.start, c.stop)), ctx.settings.sanity_samples))
+def _sanity(ctx: _Context, methods: list[str], unit: Chunk, keys: dict[str, str]) -> None:
+    """The sanity check on the unit's positions (the run's first `sanity_samples`), one commit per method."""
     digest = ctx.settings.digest("sanity")
-    keys = {m: Chunk(-1, positions[0], positions[-1] + 1).key(ctx.run_id, "sanity", m, digest) for m in methods}
-    done = committed_keys(ctx.store, "metrics", list(keys.values()))
-    pending = [m for m in methods if keys[m] not in done]
-    if not pending:
-        return
     notes = Notes()
-    samples = ctx.read(positions, notes)
+    samples = ctx.read(range(unit.start, unit.stop), notes)
     batch = ctx.model().preprocess(list(samples.values()), errors="collect")
-    exps = ctx.store.load_explanations(ctx.run_id, method=pending, sample_ids=batch.sample_ids)
-    originals = {m: [x for x in exps if x.method == m] for m in pending}
-    rows = {m: metric_rows() for m in pending}
+    exps = ctx.store.load_explanations(ctx.run_id, method=methods, sample_ids=batch.sample_ids)
+    originals = {m: [x for x in exps if x.method == m] for m in methods}
+    rows = {m: metric_rows() for m in methods}
     sanity_rows(ctx.model(), batch, originals, ctx.settings, rows, notes)
-    for m in pending:
+    for m in methods:
         Notes({k: v for k, v in notes.items() if k[0] in (m, "*")}).write(rows[m], digest)
         if len(rows[m]):
             ctx.store.append("metrics", rows[m].table(ctx.run_id), key=keys[m])

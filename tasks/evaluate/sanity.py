@@ -1,5 +1,6 @@
-"""Sanity check (SPEC.md §5.1, opt-in): cascading randomisation of the model, explanations recomputed after each
-step, Spearman rank correlation with the original map per sample → `sanity_spearman@<step>` rows.
+"""Sanity check (SPEC.md §5.1, on the run's first `sanity_samples`): cascading randomisation of the model,
+explanations recomputed after each step, Spearman rank correlation with the original map per sample
+→ `sanity_spearman@<step>` rows.
 
 A faithful method decorrelates as more of the model is randomised (lower is better). Text maps are compared
 without their special tokens. The original maps are the stored ones; the targets are the stored targets.

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from attn_audit.models import AttnAuditError
 
 TESTS = ("perturbation", "localisation", "sanity")
-DEFAULT_TESTS = ("perturbation", "localisation")  # sanity is opt-in: it recomputes explanations per layer
+DEFAULT_TESTS = TESTS  # sanity re-explains only `sanity_samples` samples per randomised layer: cheap enough always
 MODES = ("drop", "zero")
 TEXT_STEPS = (0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)  # text and region tokens (SPEC §3)
 IMAGE_STEPS = tuple(round(0.1 * i, 1) for i in range(10))  # image patches: 0, 0.1, ..., 0.9
@@ -27,7 +27,7 @@ class EvalSettings:
     tau: float = 0.5  # BMEQ fixed threshold on the min-max normalised map
     top_k: float = 0.25  # BMEQ top-k fraction
     alpha: float = 0.5  # BMEQ = (1 − α)·precision + α·recall
-    sanity_samples: int = 16
+    sanity_samples: int = 32
     resamples: int = 1000  # bootstrap
     seed: int = 0
 

@@ -24,9 +24,9 @@ STYLE = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}
          ".note{color:#666}figure.text{margin:1em 0}table.summary th{white-space:nowrap}span.ci{color:#666;"
          "font-size:85%}table.summary caption{text-align:left;font-weight:bold;padding:4px 0}"
          "details{margin:0.5em 0}summary{cursor:pointer;color:#245}" + TOKEN_STYLE)
-NOT_RUN = {"sanity": "The sanity check was not run: it is opt-in, as it re-explains samples once per randomised "
-                     "layer (`attn-audit evaluate --store STORE --run RUN --tests sanity` adds it, then `attn-audit "
-                     "report`).",
+NOT_RUN = {"sanity": "The sanity check was not run: the evaluation's --tests left it out, or the run was evaluated "
+                     "before it ran by default (`attn-audit evaluate --store STORE --run RUN --tests sanity` adds it, "
+                     "then `attn-audit report`).",
            "localisation": "No localisation results: the dataset has no ground truth for this model's maps (or the "
                            "evaluation skipped it; its notes say why)."}
 REMOVED = {"image": "image patches", "text": "text tokens"}  # what a perturbation test removes, per modality
