@@ -11,15 +11,19 @@ writing them too), no extensions, and the configuration cannot be changed back. 
 statements are accepted, and EXPLAIN only of a SELECT without ANALYZE (which would run the statement).
 
 `run_query` also bounds a query: a memory limit, an optional time limit, and SIGINT / SIGTERM stop it at once
-(`con.interrupt()`; DuckDB notices a Python signal handler only now and then, and sometimes loses it).
+(`con.interrupt()` from a thread woken by the signal's wakeup fd: DuckDB runs a Python signal handler only now
+and then).
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
 import tempfile
 import threading
+import time
 import uuid
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -195,22 +199,41 @@ def _tokens(text: str) -> list[tuple[int, str]]:
 
 class _Stop:
     """Interrupts a connection's running statement on a deadline or on request, over and over until it has
-    returned: an interrupt that comes before DuckDB starts the statement would otherwise be lost."""
+    returned: an interrupt that comes before DuckDB starts the statement would otherwise be lost.
+
+    A request is a byte on a socket pair, which is also the signals' wakeup fd (signal.set_wakeup_fd): the C-level
+    handler writes it the moment a signal arrives, while the main thread is still inside DuckDB and the Python
+    handler has not run (DuckDB runs it only now and then, and under load not for minutes)."""
 
     def __init__(self, timeout: float | None):
         self._timeout = timeout
-        self._wake = threading.Event()
+        self._wake, self._waker = socket.socketpair()
+        self._waker.setblocking(False)
         self.timed_out = False
 
+    @property
+    def wakeup_fd(self) -> int:
+        return self._waker.fileno()
+
     def request(self) -> None:
-        self._wake.set()
+        with suppress(OSError):  # a full buffer: a request is already pending
+            self._waker.send(b"\0")
+
+    def _requested(self) -> bool:
+        """Wait for a request (a 0 byte, or a stop signal's number) until the deadline; False when it passed."""
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self._wake], [], [], left)[0]:
+                return False
+            if any(byte == 0 or byte in STOP_SIGNALS for byte in self._wake.recv(64)):  # other signals: wait on
+                return True
 
     def run(self, con, execute):
         done = threading.Event()
 
         def watch() -> None:
-            if not self._wake.wait(self._timeout):
-                self.timed_out = True
+            self.timed_out = not self._requested()
             while not done.is_set():
                 con.interrupt()
                 done.wait(0.05)
@@ -221,8 +244,12 @@ class _Stop:
             return execute()
         finally:
             done.set()
-            self._wake.set()
+            self.request()
             watcher.join()
+
+    def close(self) -> None:
+        self._wake.close()
+        self._waker.close()
 
 
 @contextmanager
@@ -232,6 +259,7 @@ def _stoppable(timeout: float | None):
     stop = _Stop(timeout)
     received: list[int] = []
     previous: dict[int, object] = {}
+    wakeup = None
 
     def on_signal(signum, frame) -> None:
         received.append(signum)
@@ -242,11 +270,16 @@ def _stoppable(timeout: float | None):
             handler = signal.getsignal(signum)
             if callable(handler) or handler == signal.SIG_DFL:  # not ignored, nor set outside Python
                 previous[signum] = signal.signal(signum, on_signal)
+        if previous:
+            wakeup = signal.set_wakeup_fd(stop.wakeup_fd, warn_on_full_buffer=False)
     try:
         yield stop
     finally:
+        if wakeup is not None:
+            signal.set_wakeup_fd(wakeup)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        stop.close()
         if received:
             _redeliver(received[0], previous[received[0]])
 
