@@ -1,8 +1,8 @@
 """Cascading model-parameter randomisation (Adebayo et al. 2018, SPEC.md §5.1) on a copy of a loaded model.
 
-Top-down: the classification head first, then the encoder layers from the last to the first, then the
-embeddings; each step keeps the earlier steps randomised. Weights are redrawn from N(0, initializer_range²),
-biases set to 0, norm scales to 1 — the checkpoint's own initialisation scheme, seeded.
+Top-down: the classification head first, then the layers from the last to the first (of every stack of layers,
+aligned at the top), then the embeddings; each step keeps the earlier steps randomised. Weights are redrawn from
+N(0, initializer_range²), biases set to 0, norm scales to 1 — the checkpoint's own initialisation scheme, seeded.
 """
 
 from __future__ import annotations
@@ -11,27 +11,51 @@ import copy
 from collections.abc import Iterator
 
 import torch
-from attn_audit.models.heads import MeanPoolingClassifier
 from attn_audit.models.loaded import LoadedModel
 from torch import nn
 
 
-def _base(model: nn.Module) -> nn.Module:
-    return model.encoder if isinstance(model, MeanPoolingClassifier) else model.base_model
+def _is_stack(module: nn.Module) -> bool:
+    """A list of transformer layers: a ModuleList of one layer class that has an attention module."""
+    kinds = {type(child) for child in module} if isinstance(module, nn.ModuleList) else set()
+    return len(kinds) == 1 and any("attention" in type(sub).__name__.lower() for sub in module[0].modules())
+
+
+def _is_embedding(module: nn.Module) -> bool:
+    return "embedding" in type(module).__name__.lower() and any(True for _ in module.parameters())
+
+
+def _outermost(root: nn.Module, found) -> list[nn.Module]:
+    """The submodules `found` says yes to, none inside another one (nor inside a layer stack)."""
+    picked: list[nn.Module] = []
+
+    def walk(module: nn.Module) -> None:
+        for child in module.children():
+            if found(child):
+                picked.append(child)
+            elif not _is_stack(child):
+                walk(child)
+
+    walk(root)
+    return picked
 
 
 def randomization_steps(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
-    """[(name, modules)] in cascade order: head, layer.L-1, ..., layer.0, embeddings."""
-    base = _base(model)
-    head = [child for child in model.children() if child is not base]
-    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layers", None)
-    layers = next((mod for mod in base.modules() if isinstance(mod, nn.ModuleList) and len(mod) == n_layers), None)
-    if layers is None:
-        raise ValueError(f"cannot find the {n_layers} encoder layers of {type(model).__name__}")
-    steps = [("head", head)] if any(p.numel() for m in head for p in m.parameters()) else []
-    steps += [(f"layer.{i}", [layers[i]]) for i in reversed(range(len(layers)))]
-    embeddings = getattr(base, "embeddings", None)
-    return steps + ([("embeddings", [embeddings])] if embeddings is not None else [])
+    """[(name, modules)] in cascade order: head, layer.L-1, ..., layer.0, embeddings. Every stack of layers is
+    randomised from its top: a model of several (CLIP's towers, LXMERT's language / vision / cross layers, an
+    encoder and a decoder) has step layer.i take the i-th layer from the top of each, counted as in the deepest."""
+    stacks = _outermost(model, _is_stack)
+    if not stacks:
+        raise ValueError(f"cannot find the layers of {type(model).__name__} (no ModuleList of attention layers)")
+    embeddings = _outermost(model, _is_embedding)
+    inner = {id(m) for stack in stacks for m in stack.modules()} | {id(m) for e in embeddings for m in e.modules()}
+    head = [child for child in model.children()
+            if not any(id(m) in inner for m in child.modules()) and any(True for _ in child.parameters())]
+    depth = max(len(stack) for stack in stacks)
+    steps = [("head", head)] if head else []
+    steps += [(f"layer.{i}", [stack[i - depth + len(stack)] for stack in stacks if i - depth + len(stack) >= 0])
+              for i in reversed(range(depth))]
+    return steps + ([("embeddings", embeddings)] if embeddings else [])
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ def test_audit_of_a_vqa_model_stores_per_modality_results(name, ray_cluster, pre
     assert sum(hits) / len(hits) > 0.6
 
 
-def test_audit_of_the_clip_model_stores_both_towers_maps(ray_cluster, prefect_api, tmp_path):
+def test_audit_of_the_clip_model_stores_both_towers_maps(ray_cluster, prefect_api, tmp_path, capsys):
     """builtin:fashion-clip on (grid, caption) pairs: one score per pair, an image map on the patch grid and a
     text map over the caption tokens, written by the flow's workers; the evaluation perturbs each tower."""
     store = tmp_path / "store"
@@ -51,3 +51,5 @@ def test_audit_of_the_clip_model_stores_both_towers_maps(ray_cluster, prefect_ap
     for modality in ("text", "image"):
         assert {(modality, "auc_positive"), (modality, "auc_negative"), (modality, "prob_auc_positive")} <= found
     assert not any(r["metric"] == "skipped" and "not available" in (r["details"] or "") for r in metrics)
+    printed = capsys.readouterr().out  # the terminal's results: one table per tower (none was printed before)
+    assert f"results — run {run['run_id']} · image" in printed and f"results — run {run['run_id']} · text" in printed

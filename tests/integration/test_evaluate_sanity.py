@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from attn_audit.models.randomization import cascading_randomization, randomization_steps
 
+from attn_audit import models
 from tests import tiny_models
 
 
@@ -45,3 +46,18 @@ def test_text_model_layers_are_found():
     assert [n for n, _ in randomization_steps(model)][:2] == ["head", "layer.2"]
     model, tok = tiny_models.text_model("bert")
     assert len(randomization_steps(model)) == 5
+
+
+def test_every_layer_stack_of_a_two_tower_model_is_randomised_from_its_top():
+    """CLIP: the projections are the head; step layer.i takes the i-th layer from the top of both towers (the
+    shallower tower runs out first); both towers' embeddings come last."""
+    model = models.load("builtin:fashion-clip", device="cpu").model
+    steps = dict(randomization_steps(model))
+    towers = sorted([model.vision_model.encoder.layers, model.text_model.encoder.layers], key=len)
+    depth = len(towers[1])
+    assert list(steps) == ["head", *(f"layer.{i}" for i in reversed(range(depth))), "embeddings"]
+    assert {id(m) for m in steps["head"]} == {id(model.visual_projection), id(model.text_projection)}
+    assert {id(m) for m in steps[f"layer.{depth - 1}"]} == {id(towers[0][-1]), id(towers[1][-1])}
+    assert [id(m) for m in steps["layer.0"]] == [id(towers[1][0])] and len(towers[0]) < depth
+    assert {id(m) for m in steps["embeddings"]} == {id(model.vision_model.embeddings),
+                                                     id(model.text_model.embeddings)}
