@@ -3,12 +3,14 @@ explanations recomputed after each step, Spearman rank correlation with the orig
 → `sanity_spearman@<step>` rows.
 
 A faithful method decorrelates as more of the model is randomised (lower is better). Text maps are compared
-without their special tokens. The original maps are the stored ones; the targets are the stored targets.
+without their special tokens. The original maps are the stored ones; the targets are the stored targets. Models that
+choose their own targets (captioners, DETR, LMs) are skipped with a note saying why.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from attn_audit.models.adapters.multi_target import MultiTargetAdapter
 from attn_audit.models.randomization import cascading_randomization
 from attn_audit.tasks.evaluate.notes import Notes
 from attn_audit.tasks.evaluate.rows import Rows
@@ -27,6 +29,12 @@ def _flat(exp, modality: str) -> np.ndarray:
 def sanity_rows(m, batch, originals: dict[str, list], settings: EvalSettings, metrics: dict[str, Rows],
                 notes: Notes) -> None:
     """`originals[method]`: the stored explanations of `batch`'s samples; rows go to `metrics[method]`."""
+    if isinstance(m.adapter, MultiTargetAdapter):
+        for method in originals:
+            notes.add(method, None, "sanity", f"not available for {m.adapter.family} models: they choose their own "
+                      "targets (generated tokens, detections), and a randomised model chooses others, so there is "
+                      "no map of a stored target to compare with")
+        return
     stored = {(x.sample_id, x.method): x for exps in originals.values() for x in exps if x.ok}
     targets = {x.sample_id: x.target for x in stored.values()}
     if not any(sid in targets for sid in batch.sample_ids):

@@ -86,7 +86,8 @@ def describe(exp, names: list[str] | None = None) -> str:
     if "query" in detail:
         target = f"query {detail['query']}: {detail.get('label') or detail.get('class')} (p {exp.probability:.2f})"
     elif "token" in detail:
-        target = f"generated {detail.get('continuation', '')!r}; map of token {exp.target} {detail['token']!r}"
+        said = detail.get("continuation", detail.get("generated", ""))  # decoder-only LMs / encoder–decoders
+        target = f"generated {said!r}; map of token {exp.target} {detail['token']!r}"
     elif exp.prediction is None or exp.prediction == exp.target:
         target = f"predicted {exp.target_label or exp.target} (p {exp.probability:.2f})"
     else:

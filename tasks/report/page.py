@@ -8,6 +8,7 @@ import html
 import json
 from pathlib import Path
 
+import pyarrow.compute as pc
 from attn_audit.storage.store import Store
 from attn_audit.storage.store.render import TOKEN_STYLE
 from attn_audit.tasks.evaluate.aggregate import stored_summary
@@ -27,23 +28,40 @@ STYLE = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}
 NOT_RUN = {"sanity": "The sanity check was not run: the evaluation's --tests left it out, or the run was evaluated "
                      "before it ran by default (`attn-audit evaluate --store STORE --run RUN --tests sanity` adds it, "
                      "then `attn-audit report`).",
-           "localisation": "No localisation results: the dataset has no ground truth for this model's maps (or the "
-                           "evaluation skipped it; its notes say why)."}
+           "localisation": "No localisation results: the evaluation's --tests left it out (a dataset without ground "
+                           "truth for this model's maps is listed as skipped, with the reason)."}
 REMOVED = {"image": "image patches", "text": "text tokens"}  # what a perturbation test removes, per modality
 RESULT_COLUMNS = ("metric", "modality", "rank", "method", "mean", "95% interval", "n",
                   "not significantly different from")
 
 
-def _results(summary: list[dict], test: str) -> str:
-    """Every metric of `test`, per modality and method, ranked: folded (the summary table heads the page)."""
+def _skipped(store: Store, run_id: str) -> dict[str, list[str]]:
+    """Per test, what the evaluation skipped and why ('6 × chefer2021/text skipped — no text ground truth'):
+    counts summed over chunks, of the evaluation that skipped most where the run was evaluated more than once."""
+    table = store.metrics(run_id=run_id)
+    counts: dict[tuple[str, str, str, str], dict[str, float]] = {}
+    for r in table.filter(pc.equal(table["metric"], "skipped")).to_pylist():
+        d = json.loads(r["details"])
+        per_eval = counts.setdefault((d["test"], r["method"], r["modality"] or "-", d["reason"]), {})
+        per_eval[d.get("eval")] = per_eval.get(d.get("eval"), 0) + r["value"]
+    out: dict[str, list[str]] = {}
+    for (test, method, modality, reason), per_eval in sorted(counts.items()):
+        out.setdefault(test, []).append(f"{max(per_eval.values()):.0f} × {method}/{modality} skipped — {reason}")
+    return out
+
+
+def _results(summary: list[dict], test: str, skipped: list[str]) -> str:
+    """Every metric of `test`, per modality and method, ranked: folded (the summary table heads the page); then
+    what the test skipped and why."""
     rows = [r for r in summary if metric_spec(r["metric"]).test == test]
+    why = f"<ul class='note'>{''.join(f'<li>{html.escape(line)}</li>' for line in skipped)}</ul>" if skipped else ""
     if not rows:
-        return f"<p class='note'>{html.escape(NOT_RUN.get(test, f'No {test} results in the store for this run.'))}</p>"
+        return why or f"<p class='note'>{html.escape(NOT_RUN.get(test, f'No {test} results in the store.'))}</p>"
     cells = [(f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", r["modality"], r["rank"], r["method"],
               f"{r['mean']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", r["n"],
               ", ".join(r["not_significant_vs"])) for r in rows]
     table = _table(RESULT_COLUMNS, cells, ["best" if r.get("rank") == 1 else "" for r in rows])
-    return f"<details><summary>every {test} metric ({len(rows)} rows)</summary>{table}</details>"
+    return f"<details><summary>every {test} metric ({len(rows)} rows)</summary>{table}</details>{why}"
 
 
 def _curves(store: Store, run_id: str, out: Path) -> list[str]:
@@ -100,16 +118,18 @@ def write_report(store: Store | str, run_id: str, out: str | Path, examples_per_
     summary = stored_summary(store, run.run_id)
     curves = _curves(store, run.run_id, out)
     examples = draw(store, run.run_id, out, examples_per_side)
+    skipped = _skipped(store, run.run_id)
     body = [f"<h1>attn-audit report — run {html.escape(run.run_id)}</h1>", "<h2>Summary</h2>",
             "<p class='note'>Mean [bootstrap 95% interval over samples]; AUCs × 100; bold: rank 1 of the column (ties "
             "within the interval are listed in the tables below).</p>", summary_table(summary, list(run.methods)),
             "<h2>Provenance</h2>", _provenance(run),
             "<h2>Perturbation tests</h2><p class='note'>AUC × 100 of accuracy vs fraction removed; positive: lower "
             "is better, negative: higher is better. Bold: rank 1. Intervals: bootstrap 95% over samples.</p>",
-            _results(summary, "perturbation")]
+            _results(summary, "perturbation", skipped.get("perturbation", []))]
     body += [f"<img src='{html.escape(f)}' alt='{html.escape(f)}'>" for f in curves]
-    body += ["<h2>Localisation</h2>", _results(summary, "localisation"), "<h2>Sanity check</h2>",
-             _results(summary, "sanity"), "<h2>Examples</h2>", _examples(examples)]
+    body += ["<h2>Localisation</h2>", _results(summary, "localisation", skipped.get("localisation", [])),
+             "<h2>Sanity check</h2>", _results(summary, "sanity", skipped.get("sanity", [])), "<h2>Examples</h2>",
+             _examples(examples)]
     body += comparison_sections(store, run.run_id, out)  # when the run was compared with a previous checkpoint
     page = out / "index.html"
     page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>attn-audit {html.escape(run.run_id)}"

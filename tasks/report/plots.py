@@ -21,6 +21,7 @@ def save_line_chart(path: Path, series: dict[str, tuple[list[float], list[float]
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     if ylim is not None:
         ax.set_ylim(*ylim)
+    ax.ticklabel_format(axis="y", useOffset=False)  # plain ticks, not '1e-5+3.341e-1' over a narrow range
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize="small", frameon=False)
