@@ -30,7 +30,7 @@ NOT_RUN = {"sanity": "The sanity check was not run: the evaluation's --tests lef
                      "then `attn-audit report`).",
            "localisation": "No localisation results: the evaluation's --tests left it out (a dataset without ground "
                            "truth for this model's maps is listed as skipped, with the reason)."}
-REMOVED = {"image": "image patches", "text": "text tokens"}  # what a perturbation test removes, per modality
+REMOVED = {"image": "image patches / regions", "text": "text tokens"}  # what a perturbation test removes, per modality
 RESULT_COLUMNS = ("metric", "modality", "rank", "method", "mean", "95% interval", "n",
                   "not significantly different from")
 
