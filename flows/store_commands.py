@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+from attn_audit.storage.store.layout import VIEW_NAMES
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -32,8 +33,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("query", help="run a read-only SQL query over the store (DuckDB)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Run one read-only SQL statement over the store's views: runs, shards, "
-                       "predictions, explanations, errors, metrics, perturbation_curves, comparisons. Statements "
+                       description="Run one read-only SQL statement over the store's views: "
+                       f"{', '.join(VIEW_NAMES)} (docs/store.md: their columns). Statements "
                        "that write or run others (INSERT, UPDATE, DELETE, CREATE, COPY, ATTACH, EXPLAIN ANALYZE, ...) "
                        "are refused, and DuckDB has no file access. Ctrl-C, SIGTERM or --timeout stop the query.",
                        epilog="example:\n  attn-audit query \"SELECT method, count(*) FROM explanations GROUP BY "

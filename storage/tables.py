@@ -87,6 +87,19 @@ METRICS = pa.schema([  # one value per (run, method, metric[, modality][, sample
     ("details", pa.string()),  # JSON, optional
 ])
 
+MAP_SUMS = pa.schema([  # per shard: relevance summed per position over the maps of a group (storage/store/map_sums)
+    ("run_id", pa.string()),
+    ("method", pa.string()),
+    ("modality", pa.string()),
+    ("target_label", pa.string()),  # the explained class (predictions.target_label)
+    ("label", pa.string()),  # the sample's label as given (predictions.label)
+    ("correct", pa.bool_()),
+    ("position", pa.int32()),  # index into explanations.relevance (row-major over `shape`)
+    ("maps", pa.int64()),  # maps of the group that have this position
+    ("relevance_sum", pa.float64()),  # their relevance there, summed (as stored: float16-rounded if so)
+    ("shard_id", pa.int32()),
+])
+
 PERTURBATION_CURVES = pa.schema([  # one point per (run, method, modality, perturbation, step[, sample])
     ("run_id", pa.string()),
     ("method", pa.string()),

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from attn_audit.storage.store.errors import StoreConflictError, StoreError
 from attn_audit.storage.store.layout import APPEND_TABLES, SHARD_TABLES, TABLES
+from attn_audit.storage.store.map_sums import map_sums
 from attn_audit.storage.store.provenance import canonical_json, code_version
 from attn_audit.storage.store.records import RELEVANCE_DTYPES, STATUSES, RunInfo, RunSpec
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
@@ -140,7 +141,8 @@ class Committer:
         if self.is_committed("shards", key):
             return False
         given = {"explanations": explanations, "predictions": predictions, "errors": errors}
-        rows = {name: self._conform(name, given[name], run_id, shard_id, info.relevance_dtype) for name in SHARD_TABLES}
+        rows = {name: self._conform(name, given[name], run_id, shard_id, info.relevance_dtype) for name in given}
+        rows["map_sums"] = map_sums(rows["explanations"], rows["predictions"])  # of the maps as stored
         for name in SHARD_TABLES:
             if rows[name].num_rows:
                 self._append_once(name, rows[name], key, info.relevance_dtype)

@@ -45,7 +45,7 @@ def test_bench_store(tmp_path):
     assert figures["write"]["maps"] == 2000 and figures["write"]["store_maps_per_s"] > 0
     assert figures["query"]["maps"] == 5000
     results = figures["query"]["results"].values()
-    assert len(results) == 2 and all(r["max_abs_err"] < 1e-6 for r in results)
+    assert len(results) == 3 and all(r["max_abs_err"] < 1e-6 for r in results)  # wide, long, map_sums
 
 
 def test_bench_store_keys(tmp_path):

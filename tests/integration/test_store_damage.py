@@ -15,6 +15,7 @@ from attn_audit.flows.request import AuditRequest
 from attn_audit.storage import tables
 from attn_audit.storage.datasets import open_dataset
 from attn_audit.storage.store import Store, StoreDamagedError
+from attn_audit.storage.store.layout import ADDED_TABLES
 from attn_audit.tasks.explain_shard import explain_shard
 from attn_audit.tasks.shards import pending_shards, plan_shards
 
@@ -129,17 +130,18 @@ def test_a_lost_table_log_is_refused_never_created_again_and_rebuilt_by_repair(t
     assert contents(store, run.run_id) == before
 
 
-def test_only_tables_added_since_are_created_and_only_into_an_empty_folder(tmp_path):
+@pytest.mark.parametrize("name", ADDED_TABLES)
+def test_only_tables_added_since_are_created_and_only_into_an_empty_folder(tmp_path, name):
     store, run, _ = build(tmp_path / "s")
-    comparisons = Path(store.table_uri("comparisons"))
-    shutil.rmtree(comparisons)  # a store written before the table existed
-    assert Store.open(tmp_path / "s").check().clean and (comparisons / "_delta_log").is_dir()
-    shutil.rmtree(comparisons / "_delta_log")
-    (comparisons / "run_id=x").mkdir()
-    (comparisons / "run_id=x" / "part-0.parquet").write_bytes(b"PAR1")
-    with pytest.raises(StoreDamagedError, match="comparisons: the table is missing"):
+    added = Path(store.table_uri(name))
+    shutil.rmtree(added)  # a store written before the table existed
+    assert Store.open(tmp_path / "s").check().clean and (added / "_delta_log").is_dir()
+    shutil.rmtree(added / "_delta_log")
+    (added / "run_id=x").mkdir()
+    (added / "run_id=x" / "part-0.parquet").write_bytes(b"PAR1")
+    with pytest.raises(StoreDamagedError, match=f"{name}: the table is missing"):
         Store.open(tmp_path / "s", create=True)
-    assert not (comparisons / "_delta_log").exists()
+    assert not (added / "_delta_log").exists()
 
 
 def test_a_deleted_data_file_fails_reads_in_one_line_and_is_recomputed(tmp_path):
