@@ -125,7 +125,8 @@ def stop_once_running():
     time.sleep(0.5)
     os.kill(os.getpid(), signal.{signal})
 
-threading.Thread(target=stop_once_running, daemon=True).start()
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a shell starts it: pytest-xdist's workers ignore
+threading.Thread(target=stop_once_running, daemon=True).start()  # SIGINT, and a child inherits an ignored signal
 sys.exit(main(sys.argv[1:]))
 """
 
