@@ -8,9 +8,10 @@ For N built-in samples (builtin:fashion-canvas, every method, batch 32):
                threads, over an even split of the samples, the model loaded before the clock starts; the
                slowest process's time. Timed before, between and after the audits; the least is compared
                (the machine may be shared: load only ever adds time), and so is the least disturbed audit.
-  audit        `run_audit(kind="audit")` in a fresh subprocess, into a fresh store: plan → local Ray →
-               Prefect's temporary server → actors load the model → shards explained and committed by the
-               actors → finish → summary and artifacts.
+  audit        `run_audit(kind="explain")` (the audit flow without its downstream evaluation and report, which
+               the engine-only loop does not do either) in a fresh subprocess, into a fresh store: plan → local
+               Ray → Prefect's temporary server → actors load the model → shards explained and committed by
+               the actors → finish → summary and artifacts.
   start-up     Prefect (temporary server + flow run created), Ray (ray.init), workers (actors loading the
                model), and the stop of Ray and Prefect's server at the end: reported separately and left out
                of the overhead.
@@ -121,7 +122,7 @@ def child(spec: str) -> None:
     s = json.loads(spec)
     summary = run_audit(AuditRequest(model=s["model"], data=DATA.format(n=s["n"]), methods=s["methods"],
                                      store=s["store"], batch_size=s["batch_size"], shard_size=s["shard_size"]),
-                        kind="audit", progress=False)
+                        kind="explain", progress=False)
     assert summary.explained + summary.failed == s["n"], summary
     print(json.dumps({"seconds": summary.seconds, "timings": summary.timings, "placement": summary.placement,
                       "workers": summary.workers, "status": summary.status,

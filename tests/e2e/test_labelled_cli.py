@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from attn_audit.flows import audit as audit_flow
+from attn_audit.flows.cli import main
 from attn_audit.storage.datasets import CLASS_NAMES, open_dataset
 from attn_audit.storage.store import Store
 from PIL import Image
@@ -76,27 +78,30 @@ def test_own_class_folders_through_explain_and_audit(folders, ray_cluster, prefe
     assert against == {"label"}  # the evaluation's accuracy is against the folder labels, by name
 
 
-def test_input_errors_are_refused_before_prefect_or_ray_is_reached(folders, tmp_path):
+def test_input_errors_are_refused_before_prefect_or_ray_is_reached(folders, tmp_path, capsys, monkeypatch):
     root, _ = folders
     (root.parent / "more" / "Hat").mkdir(parents=True)
     Image.new("L", (64, 64)).save(root.parent / "more" / "Hat" / "0.png")
     (root.parent / "more" / "Bag").mkdir()
     Image.new("L", (64, 64)).save(root.parent / "more" / "Bag" / "0.png")
-    # addresses where nothing answers: a refusal that reached Prefect or Ray would fail there, with other words
-    env = {"RAY_ADDRESS": "127.0.0.1:9", "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    def reached(*_args, **_kwargs):
+        raise AssertionError("an input error reached Prefect or Ray")
+
+    monkeypatch.setattr(audit_flow, "prefect_session", reached)
+    monkeypatch.setattr(audit_flow, "ray_session", reached)
     cases = [
         (("--data", f"imagefolder:{root.parent / 'more'}"), r"not classes of the model: 'Hat'.*8=Bag.*--label-map"),
         (("--data", "builtin:fashion-canvas", "--target", "99"), r"--target 99 is out of range.*10 classes"),
         (("--data", f"imagefolder:{root.parent / 'more'}", "--label-map", '{"Hat": "Beret"}'),
          r"maps 'Hat' to 'Beret'"),
     ]
-    for args, message in cases:
-        done = run_cli("explain", "--model", MODEL, *args, "--store", str(tmp_path / "store"), env=env)
-        assert done.returncode == 1, (args, done.stdout, done.stderr)
-        assert re.search(message, done.stderr.replace("\n", " ")), done.stderr
-        assert "resume" not in done.stderr and "Traceback" not in done.stderr
+    for args, message in cases:  # through `main` in this process: what the console script runs
+        code = main(["explain", "--model", MODEL, *args, "--store", str(tmp_path / "store")])
+        err = " ".join(capsys.readouterr().err.split())
+        assert code == 1 and re.search(message, err), (args, err)
+        assert "resume" not in err and "Traceback" not in err
     assert not (tmp_path / "store").exists() or not Store.open(tmp_path / "store").runs().num_rows
 
-    nothing = run_cli("explain", "--model", MODEL, "--data", "builtin:fashion-canvas", "--limit", "0",
-                      "--store", str(tmp_path / "store"), env=env)
-    assert nothing.returncode == 0 and "nothing to do" in nothing.stdout
+    assert main(["explain", "--model", MODEL, "--data", "builtin:fashion-canvas", "--limit", "0",
+                 "--store", str(tmp_path / "store")]) == 0
+    assert "nothing to do" in capsys.readouterr().out
