@@ -21,12 +21,16 @@ pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "attn_audit.flows.cli"]
 
 
-def run_cli(*args):
+def run_cli(*args, servers=None):
+    """The console script; with `servers` (the session's RayInfo and Prefect API URL) attached to them instead of
+    starting a temporary Prefect server and a local Ray of its own (the first run below keeps that default)."""
     env = {**os.environ, "COLUMNS": "250"}  # rich wraps messages at the terminal width
+    if servers is not None:
+        env.update(RAY_ADDRESS=servers[0].address, PREFECT_API_URL=servers[1])
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_explain_an_imagefolder_writes_a_run_into_the_store(image_world, tmp_path):
+def test_explain_an_imagefolder_writes_a_run_into_the_store(image_world, tmp_path, ray_cluster, prefect_api):
     store_path = tmp_path / "store"
     args = ("explain", "--model", str(image_world / "vit"), "--data", f"imagefolder:{image_world / 'images'}",
             "--method", "chefer2021", "--method", "rollout", "--batch-size", "2", "--target", "label",
@@ -67,13 +71,14 @@ def test_explain_an_imagefolder_writes_a_run_into_the_store(image_world, tmp_pat
     # rewritten.
     version = DeltaTable(str(store_path / "explanations")).version()
     shutil.copytree(image_world / "vit", tmp_path / "vit-copy")
-    again = run_cli(*[str(tmp_path / "vit-copy") if a == str(image_world / "vit") else a for a in args])
+    again = run_cli(*[str(tmp_path / "vit-copy") if a == str(image_world / "vit") else a for a in args],
+                    servers=(ray_cluster, prefect_api))
     assert again.returncode == 0, again.stderr
     assert DeltaTable(str(store_path / "explanations")).version() == version
     assert store.runs().num_rows == 1 and store.explanations().num_rows == 10
 
 
-def test_explain_jsonl_text_keeps_tokens_and_special_flags(tmp_path):
+def test_explain_jsonl_text_keeps_tokens_and_special_flags(tmp_path, ray_cluster, prefect_api):
     model, tok = tiny_models.text_model("bert")
     model.save_pretrained(tmp_path / "bert")
     tok.save_pretrained(tmp_path / "bert")
@@ -81,7 +86,7 @@ def test_explain_jsonl_text_keeps_tokens_and_special_flags(tmp_path):
             {"id": "r3", "text": "a big red house", "label": "gamma"}]
     (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     done = run_cli("explain", "--model", str(tmp_path / "bert"), "--data", f"jsonl:{tmp_path / 'data.jsonl'}",
-                   "--store", str(tmp_path / "store"), "--quiet")
+                   "--store", str(tmp_path / "store"), "--quiet", servers=(ray_cluster, prefect_api))
     assert done.returncode == 0, done.stderr
     store = Store.open(tmp_path / "store")
     table = store.sql("SELECT sample_id, tokens, special, relevance FROM explanations ORDER BY sample_id").to_pylist()
