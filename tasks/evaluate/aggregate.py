@@ -43,15 +43,18 @@ def _current_digest(table: pa.Table, settings: EvalSettings) -> pa.ChunkedArray:
     return pc.fill_null(found, False)
 
 
-def stored_notes(store: Store, run_id: str, settings: EvalSettings) -> list[str]:
-    """The `skipped` notes of the current settings, summed over chunks."""
+def stored_notes(store: Store, run_id: str, settings: EvalSettings | None = None) -> Notes:
+    """The `skipped` notes of the evaluation with these settings, summed over its chunks; without settings (a
+    report of whatever was evaluated), of each note the evaluation that skipped most."""
     table = store.metrics(run_id=run_id)
-    table = table.filter(pc.and_(pc.equal(table["metric"], "skipped"), _current_digest(table, settings)))
-    notes = Notes()
+    skipped = pc.equal(table["metric"], "skipped")
+    table = table.filter(skipped if settings is None else pc.and_(skipped, _current_digest(table, settings)))
+    per_eval: dict[str, Notes] = {}
     for r in table.to_pylist():
         d = json.loads(r["details"])
-        notes.add(r["method"], r["modality"], d["test"], d["reason"], int(r["value"]))
-    return notes.lines()
+        per_eval.setdefault(d.get("eval"), Notes()).add(r["method"], r["modality"], d["test"], d["reason"],
+                                                        int(r["value"]))
+    return Notes({key: max(n[key] for n in per_eval.values()) for n in per_eval.values() for key in n})
 
 
 def _digest(*tables: pa.Table) -> str:

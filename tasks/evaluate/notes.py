@@ -18,6 +18,7 @@ class Notes(Counter):
             metrics.add(method=method, metric="skipped", modality=modality, value=float(count),
                         details={"test": test, "reason": reason, "eval": digest})
 
-    def lines(self) -> list[str]:
-        return [f"{test}: {count} × {method}/{modality or '-'} skipped — {reason}"
-                for (method, modality, test, reason), count in sorted(self.items(), key=str)]
+    def lines(self, test: str | None = None) -> list[str]:
+        """'perturbation: 6 × chefer2021/text skipped — …'; of one `test` only, without its name, when given."""
+        return [f"{'' if test else f'{t}: '}{count:g} × {method}/{modality or '-'} skipped — {reason}"
+                for (method, modality, t, reason), count in sorted(self.items(), key=str) if test in (None, t)]

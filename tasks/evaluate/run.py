@@ -151,7 +151,7 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
         if on_progress is not None:
             on_progress(done, total)
     summary.results, _ = aggregate_run(store, run.run_id, settings)
-    summary.notes = stored_notes(store, run.run_id, settings)
+    summary.notes = stored_notes(store, run.run_id, settings).lines()
     if run.status == "running":
         summary.notes.append(f"run {run.run_id} is still running: only its {len(chunks)} committed shards were "
                              "evaluated")

@@ -8,10 +8,9 @@ import html
 import json
 from pathlib import Path
 
-import pyarrow.compute as pc
 from attn_audit.storage.store import Store
 from attn_audit.storage.store.render import TOKEN_STYLE
-from attn_audit.tasks.evaluate.aggregate import stored_summary
+from attn_audit.tasks.evaluate.aggregate import stored_notes, stored_summary
 from attn_audit.tasks.evaluate.specs import metric_spec
 from attn_audit.tasks.report.comparison import comparison_sections
 from attn_audit.tasks.report.examples import Example, draw
@@ -33,21 +32,6 @@ NOT_RUN = {"sanity": "The sanity check was not run: the evaluation's --tests lef
 REMOVED = {"image": "image patches / regions", "text": "text tokens"}  # what a perturbation test removes, per modality
 RESULT_COLUMNS = ("metric", "modality", "rank", "method", "mean", "95% interval", "n",
                   "not significantly different from")
-
-
-def _skipped(store: Store, run_id: str) -> dict[str, list[str]]:
-    """Per test, what the evaluation skipped and why ('6 × chefer2021/text skipped — no text ground truth'):
-    counts summed over chunks, of the evaluation that skipped most where the run was evaluated more than once."""
-    table = store.metrics(run_id=run_id)
-    counts: dict[tuple[str, str, str, str], dict[str, float]] = {}
-    for r in table.filter(pc.equal(table["metric"], "skipped")).to_pylist():
-        d = json.loads(r["details"])
-        per_eval = counts.setdefault((d["test"], r["method"], r["modality"] or "-", d["reason"]), {})
-        per_eval[d.get("eval")] = per_eval.get(d.get("eval"), 0) + r["value"]
-    out: dict[str, list[str]] = {}
-    for (test, method, modality, reason), per_eval in sorted(counts.items()):
-        out.setdefault(test, []).append(f"{max(per_eval.values()):.0f} × {method}/{modality} skipped — {reason}")
-    return out
 
 
 def _results(summary: list[dict], test: str, skipped: list[str]) -> str:
@@ -118,17 +102,17 @@ def write_report(store: Store | str, run_id: str, out: str | Path, examples_per_
     summary = stored_summary(store, run.run_id)
     curves = _curves(store, run.run_id, out)
     examples = draw(store, run.run_id, out, examples_per_side)
-    skipped = _skipped(store, run.run_id)
+    skipped = stored_notes(store, run.run_id)
     body = [f"<h1>attn-audit report — run {html.escape(run.run_id)}</h1>", "<h2>Summary</h2>",
             "<p class='note'>Mean [bootstrap 95% interval over samples]; AUCs × 100; bold: rank 1 of the column (ties "
             "within the interval are listed in the tables below).</p>", summary_table(summary, list(run.methods)),
             "<h2>Provenance</h2>", _provenance(run),
             "<h2>Perturbation tests</h2><p class='note'>AUC × 100 of accuracy vs fraction removed; positive: lower "
             "is better, negative: higher is better. Bold: rank 1. Intervals: bootstrap 95% over samples.</p>",
-            _results(summary, "perturbation", skipped.get("perturbation", []))]
+            _results(summary, "perturbation", skipped.lines("perturbation"))]
     body += [f"<img src='{html.escape(f)}' alt='{html.escape(f)}'>" for f in curves]
-    body += ["<h2>Localisation</h2>", _results(summary, "localisation", skipped.get("localisation", [])),
-             "<h2>Sanity check</h2>", _results(summary, "sanity", skipped.get("sanity", [])), "<h2>Examples</h2>",
+    body += ["<h2>Localisation</h2>", _results(summary, "localisation", skipped.lines("localisation")),
+             "<h2>Sanity check</h2>", _results(summary, "sanity", skipped.lines("sanity")), "<h2>Examples</h2>",
              _examples(examples)]
     body += comparison_sections(store, run.run_id, out)  # when the run was compared with a previous checkpoint
     page = out / "index.html"
