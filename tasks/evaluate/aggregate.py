@@ -54,7 +54,11 @@ def stored_notes(store: Store, run_id: str, settings: EvalSettings | None = None
         d = json.loads(r["details"])
         per_eval.setdefault(d.get("eval"), Notes()).add(r["method"], r["modality"], d["test"], d["reason"],
                                                         int(r["value"]))
-    return Notes({key: max(n[key] for n in per_eval.values()) for n in per_eval.values() for key in n})
+    merged = Notes()
+    for notes in per_eval.values():
+        for key, count in notes.items():
+            merged[key] = max(merged[key], count)
+    return merged
 
 
 def _digest(*tables: pa.Table) -> str:
