@@ -1,6 +1,7 @@
 """Session-wide servers for the flow tests: ONE local Ray cluster and ONE Prefect test server (a real
 Prefect API on a temporary SQLite database), started on first use and stopped at the end. In-process
-flows use them directly; subprocesses of the CLI reach them through RAY_ADDRESS / PREFECT_API_URL."""
+flows use them directly; subprocesses of the CLI reach them through RAY_ADDRESS / PREFECT_API_URL. The tests of
+deployments use a real `prefect server start` and `ray start --head` instead, also one of each per session."""
 
 from __future__ import annotations
 
@@ -41,6 +42,16 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=90):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def external_servers(tmp_path_factory):
+    """A real `prefect server start` and `ray start --head` (tests/e2e/servers.py), shared by the tests of
+    scheduled and external runs; yields their Servers."""
+    from tests.e2e.servers import servers
+
+    with servers(tmp_path_factory.mktemp("servers")) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

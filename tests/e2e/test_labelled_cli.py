@@ -1,15 +1,11 @@
-"""A user's own labelled image folders through `attn-audit explain` and `audit` (the console script on the
-session's Ray and Prefect): accuracy against a hand count, unknown labels and out-of-range targets refused in
+"""A user's own labelled image folders through `attn-audit explain` and `audit` (the console script's `main`, on
+the session's Ray and Prefect): accuracy against a hand count, unknown labels and out-of-range targets refused in
 seconds before anything starts, `--limit 0` doing nothing."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from attn_audit.flows import audit as audit_flow
@@ -21,14 +17,7 @@ from PIL import Image
 from attn_audit import models
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "builtin:fashion-vit"
-
-
-def run_cli(*args, env=None):
-    env = {**os.environ, "COLUMNS": "250", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "attn_audit.flows.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +43,25 @@ def folders(tmp_path_factory):
     return root, right
 
 
-def test_own_class_folders_through_explain_and_audit(folders, ray_cluster, prefect_api, tmp_path):
+def test_own_class_folders_through_explain_and_audit(folders, ray_cluster, prefect_api, tmp_path, capsys):
+    """Through `main` in this process (what the console script runs), on the session's Ray and Prefect."""
     root, right = folders
-    env = {"RAY_ADDRESS": ray_cluster.address, "PREFECT_API_URL": prefect_api}
     store_path = tmp_path / "store"
     common = ("--model", MODEL, "--data", f"imagefolder:{root}", "--store", str(store_path), "--quiet",
               "--workers", "1")
-    done = run_cli("explain", *common, "--method", "rollout", env=env)
-    assert done.returncode == 0, done.stderr
-    assert f"{right / 9:.1%} of 9 labelled samples" in done.stdout
+    code = main(["explain", *common, "--method", "rollout"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"{right / 9:.1%} of 9 labelled samples" in " ".join(out.split())
     (run,) = Store.open(store_path).runs().to_pylist()
     preds = Store.open(store_path).predictions(run_id=run["run_id"]).to_pylist()
     assert sorted({p["label"] for p in preds}) == ["Bag", "Sneaker", "Trouser"]
     assert sum(p["correct"] for p in preds) == right
 
-    audited = run_cli("audit", *common, "--method", "chefer2021", "--method", "rollout", env=env)
-    assert audited.returncode == 0, audited.stderr
-    assert f"{right / 9:.1%} of 9 labelled samples" in audited.stdout
+    code = main(["audit", *common, "--method", "chefer2021", "--method", "rollout"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"{right / 9:.1%} of 9 labelled samples" in " ".join(out.split())
     store = Store.open(store_path)
     audit_run = next(r for r in store.runs().to_pylist() if r["run_id"] != run["run_id"])
     metrics = store.metrics(run_id=audit_run["run_id"]).to_pylist()

@@ -1,11 +1,11 @@
-"""Scheduled audits and checkpoint reruns for real: a `prefect server start` and a `ray start --head` on loopback,
-deploy/serve.py serving the audit on a short interval and the checkpoint watcher with RAY_ADDRESS set; a scheduled
-run lands in the store, then a new checkpoint (builtin:fashion-vit with perturbed weights) dropped into the
-watched folder is audited on the same samples and compared. Every process is stopped by its PID."""
+"""Scheduled audits and checkpoint reruns for real: a `prefect server start` and a `ray start --head` on loopback
+(the session's, tests/e2e/servers.py), deploy/serve.py serving the audit on a short interval and the checkpoint
+watcher with RAY_ADDRESS set; a scheduled run lands in the store, then a new checkpoint (builtin:fashion-vit with
+perturbed weights) dropped into the watched folder is audited on the same samples and compared. Every process is
+stopped by its PID."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -30,7 +30,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from safetensors.numpy import load_file, save_file
 
-from tests.e2e.test_audit_external import BIN, ROOT, free_port, healthy, service, wait_until
+from tests.e2e.servers import ROOT, service, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SAMPLES = 8
@@ -56,43 +56,29 @@ def finished_runs(store_path: Path) -> list[dict]:
     return [r for r in runs if r["status"] in ("completed", "completed_with_errors")]
 
 
-def test_served_schedule_audits_and_the_watcher_compares_a_new_checkpoint(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
-    env.update(RAY_AUTH_MODE="disabled", PREFECT_HOME=str(tmp_path / "prefect-home"), DO_NOT_TRACK="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", OMP_NUM_THREADS="1", PREFECT_RUNNER_POLL_FREQUENCY="2")
-    port, ray_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{port}/api"
+def test_served_schedule_audits_and_the_watcher_compares_a_new_checkpoint(external_servers, tmp_path):
+    api = external_servers.api
     store_path, watched = tmp_path / "store", tmp_path / "checkpoints"
     watched.mkdir()
-    server_cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                  "--no-ui", "--analytics-off"]
     serve_cmd = [sys.executable, str(ROOT / "deploy" / "serve.py"), "--model", "builtin:fashion-vit",
                  "--data", "builtin:fashion-canvas", "--limit", str(SAMPLES), "--methods", "chefer2021",
                  "--store", str(store_path), "--interval", "5", "--watch", str(watched), "--watch-interval", "5"]
-    ray_cmd = [str(BIN / "ray"), "start", "--head", "--port", str(ray_port), "--node-ip-address", "127.0.0.1",
-               "--disable-usage-stats", "--include-dashboard=false", "--num-cpus", "2", "--block"]
-    server_log, serve_log, ray_log = tmp_path / "server.log", tmp_path / "serve.log", tmp_path / "ray.log"
-    serve_env = {**env, "PREFECT_API_URL": api, "RAY_ADDRESS": f"127.0.0.1:{ray_port}"}
+    serve_log = tmp_path / "serve.log"
+    serve_env = external_servers.client_env(OMP_NUM_THREADS="1", PREFECT_RUNNER_POLL_FREQUENCY="2")
     started = time.monotonic()
-    with service(server_cmd, env, server_log) as server, service(ray_cmd, env, ray_log) as ray_head:
-        wait_until(lambda: "Ray runtime started" in ray_log.read_text(), ray_head, ray_log, "ray start")
-        wait_until(lambda: healthy(api), server, server_log, "prefect server")
-        with service(serve_cmd, serve_env, serve_log) as served:
-            print(f"\nserver up after {time.monotonic() - started:.0f} s")
-            wait_until(lambda: finished_runs(store_path), served, serve_log, "the scheduled audit", timeout=240)
-            (baseline,) = finished_runs(store_path)
-            print(f"scheduled run in the store after {time.monotonic() - started:.0f} s")
-            pause(api, "nightly")  # one scheduled audit is enough: more would only compete for the 2 cores
-            checkpoint = drop_checkpoint(watched, "step-2", seed=1)
-            wait_until(lambda: len(finished_runs(store_path)) == 2 and comparison_artifact(api, store_path), served,
-                       serve_log, "the watcher's audit, comparison and its artifact", timeout=240)
-            print(f"comparison in the store after {time.monotonic() - started:.0f} s")
-            pause(api, "checkpoints")  # then let the flow runs under way end, so that stopping cancels none
-            wait_until(lambda: not child_processes(served.pid), served, serve_log, "the last flow runs", timeout=60)
-        assert served.poll() is not None
-        check_prefect(api, store_path)
-    assert server.poll() is not None and ray_head.poll() is not None
-    print(f"all stopped after {time.monotonic() - started:.0f} s")
+    with service(serve_cmd, serve_env, serve_log) as served:
+        wait_until(lambda: finished_runs(store_path), served, serve_log, "the scheduled audit", timeout=240)
+        (baseline,) = finished_runs(store_path)
+        print(f"\nscheduled run in the store after {time.monotonic() - started:.0f} s")
+        pause(api, "nightly")  # one scheduled audit is enough: more would only compete for the 2 cores
+        checkpoint = drop_checkpoint(watched, "step-2", seed=1)
+        wait_until(lambda: len(finished_runs(store_path)) == 2 and comparison_artifact(api, store_path), served,
+                   serve_log, "the watcher's audit, comparison and its artifact", timeout=240)
+        print(f"comparison in the store after {time.monotonic() - started:.0f} s")
+        pause(api, "checkpoints")  # then let the flow runs under way end, so that stopping cancels none
+        wait_until(lambda: not child_processes(served.pid), served, serve_log, "the last flow runs", timeout=60)
+    assert served.poll() is not None
+    check_prefect(api, store_path)
 
     store = Store.open(store_path)
     assert baseline["model_ref"] == "builtin:fashion-vit" and baseline["num_samples"] == SAMPLES
