@@ -7,7 +7,8 @@ re-run the stock model — every step of every explanation of a batch in a few l
 Removal order: `positive` removes the most relevant tokens first, `negative` the least relevant first; equal
 relevance is broken by token index (lower first) in both. At fraction p, floor(p · n) of the n removable
 tokens are removed (p = 1 removes them all; special tokens such as [CLS] / [SEP] are never removable).
-How a token is removed is the adapter's business (`Adapter.perturbed_logits`, `perturbation_modes`).
+How a token is removed is the adapter's business (`Adapter.perturbed_logits`, `perturbation_modes`). The passes
+run the model's SDPA attention where it has one (transformers' default; models are loaded eager for the captures).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import numpy as np
 import torch
 from attn_audit.models.batch import Batch
 from attn_audit.models.capture import autocast
+from attn_audit.models.engine.attention_registry import sdpa
 from attn_audit.models.errors import AttnAuditError
 from attn_audit.models.loaded import LoadedModel
 
 DIRECTIONS = ("positive", "negative")
-# Rows per forward pass when not given. On a CPU, passes beyond ~128 rows of a small ViT run slower per row (the
-# attention maps outgrow the caches: 512 rows cost 1.9x the floor, 128 rows 1.2x; bench/bench_perturbation.py).
+# Rows per forward pass when not given. On a CPU, passes beyond ~128 rows of a small ViT run slower per row when
+# zeroing (the activations outgrow the caches: 512 rows cost 1.7x the floor, 128 rows 1.16x; bench_perturbation.py).
 DEFAULT_MAX_ROWS = {"cpu": 128}
 ACCELERATOR_MAX_ROWS = 2048
 
@@ -114,7 +116,7 @@ def perturbation_curves(m: LoadedModel, batch: Batch, modality: str, maps: Seque
     order = torch.argsort(keep.sum(1), descending=True, stable=True)  # similar lengths share a pass
     score = torch.empty(len(order), device=m.device)
     prob, pred = torch.empty_like(score), torch.empty(len(order), dtype=torch.long, device=m.device)
-    with torch.inference_mode(), autocast(m.device, m.precision):
+    with torch.inference_mode(), autocast(m.device, m.precision), sdpa(m.model):  # no attention weights read here
         max_rows = max_rows or default_max_rows(m.device)
         for lo in range(0, len(order), max_rows):
             rows = order[lo:lo + max_rows]

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from attn_audit.models.engine.attention_registry import attention_function
+from attn_audit.models.engine.attention_registry import attention_function, attention_models
 from attn_audit.models.errors import AttnAuditError
 from attn_audit.models.lrp.gradient_rules import (
     attnlrp_attention,
@@ -121,7 +121,7 @@ def modified_backward(model: nn.Module, rule: Rule) -> Iterator[ModifiedBackward
         with ExitStack() as stack:
             _install(model, rule, stack)
             name, function = _ATTENTION[rule]
-            for pretrained in _attention_models(model):
+            for pretrained in attention_models(model):
                 try:
                     stack.enter_context(attention_function(pretrained, name, function))
                 except (ValueError, NotImplementedError) as e:
@@ -130,17 +130,6 @@ def modified_backward(model: nn.Module, rule: Rule) -> Iterator[ModifiedBackward
             yield state
     finally:
         _attention_calls.reset(token)
-
-
-def _attention_models(model: nn.Module) -> list[nn.Module]:
-    """The model itself if it is a transformers model, else the outermost ones inside (a wrapper's encoder)."""
-    if hasattr(model, "set_attn_implementation"):
-        return [model]
-    found: list[tuple[str, nn.Module]] = []
-    for name, module in model.named_modules():
-        if hasattr(module, "set_attn_implementation") and not any(name.startswith(f"{n}.") for n, _ in found):
-            found.append((name, module))
-    return [module for _, module in found]
 
 
 def _install(model: nn.Module, rule: str, stack: ExitStack) -> None:
