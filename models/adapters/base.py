@@ -7,6 +7,7 @@ readout rows into the maps users see (patch grids, token lists with special flag
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -123,6 +124,11 @@ class Adapter:
         `positions[r]`: the target's query / decoder position (an explanation's `target`) for many-target models;
         a classifier has one score row per sample (positions None)."""
         raise UnsupportedModelError(f"perturbation tests are not available for {self.family} models")
+
+    def perturbing(self, batch: Batch) -> AbstractContextManager:
+        """The context of one perturbation test's passes over `batch` (`perturbed_logits` calls): an adapter keeps
+        what every pass shares in it (CLIP: the unperturbed candidates), and nothing after."""
+        return nullcontext()
 
     @property
     def label_names(self) -> list[str] | None:

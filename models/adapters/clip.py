@@ -11,6 +11,8 @@ candidates of the other tower (`perturbed_logits`): the similarity, and whether 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from attn_audit.models.adapters.base import Adapter, SampleMaps
@@ -42,6 +44,7 @@ class ClipAdapter(Adapter):
         self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config.text_config),
                                    truncate)
         model.config.num_labels, model.config.id2label = 1, {0: "similarity"}
+        self._candidates_of: dict | None = None  # inside `perturbing`
 
     def tensor_meta(self, tensors):
         ids = tensors["input_ids"]
@@ -115,7 +118,6 @@ class ClipAdapter(Adapter):
         evaluation, the samples perturbed together (one `batch_size` batch of a chunk)."""
         if modality == "image":
             perturbed = self._perturbed_images(batch["pixel_values"][rows], keep, mode)
-            others = self._text_features(batch["input_ids"], batch["attention_mask"])
         else:
             if mode != "drop":
                 raise ValueError(f"CLIP text perturbation mode must be 'drop', got {mode!r}")
@@ -124,9 +126,26 @@ class ClipAdapter(Adapter):
                                        self.removable_tokens(batch, "text")[rows], names,
                                        self.encoder.tokenizer.pad_token_id)
             perturbed = self._text_features(reduced["input_ids"], reduced["attention_mask"])
-            others = self._image_features(batch["pixel_values"])
-        similarity = _unit(perturbed) @ _unit(others).T * self.model.logit_scale.exp()
+        similarity = _unit(perturbed) @ _unit(self._candidates(batch, modality)).T * self.model.logit_scale.exp()
         return similarity.gather(1, _partner_first(rows, batch.size))
+
+    @contextmanager
+    def perturbing(self, batch):
+        """The candidates of `batch` are encoded once for all the passes inside (one perturbation test)."""
+        self._candidates_of = {}
+        try:
+            yield
+        finally:
+            self._candidates_of = None
+
+    def _candidates(self, batch, modality):
+        """The unperturbed other side of every pair of `batch`: what the pairs reduced on `modality` are scored
+        against."""
+        kept = self._candidates_of if self._candidates_of is not None else {}
+        if modality not in kept:
+            kept[modality] = (self._text_features(batch["input_ids"], batch["attention_mask"]) if modality == "image"
+                              else self._image_features(batch["pixel_values"]))
+        return kept[modality]
 
     def _perturbed_images(self, pixels, keep, mode):
         if mode == "zero":

@@ -225,6 +225,25 @@ def test_a_padded_batch_scores_each_pair_as_alone(eos_m, modality, mode):
         assert (alone.probability == 1).all() and (alone.prediction == 0).all()
 
 
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_the_candidates_are_encoded_once_per_test_and_not_kept_after(eos_m, modality, monkeypatch):
+    """However many passes a test takes, the other tower encodes the batch's candidates once; the next test (another
+    batch) encodes its own."""
+    m = eos_m
+    other = "_text_features" if modality == "image" else "_image_features"
+    encoded = []
+    encode = getattr(m.adapter, other)
+    monkeypatch.setattr(m.adapter, other, lambda *a: encoded.append(a[0].shape[0]) or encode(*a))
+    steps = IMAGE_STEPS if modality == "image" else TEXT_STEPS
+    for n in (5, 3):
+        batch = m.preprocess(tiny_bimodal.pairs(n))
+        maps = [x.relevance[modality] for x in models.explain(m, batch, method="chefer2021")]
+        encoded.clear()
+        perturbation_curves(m, batch, modality, maps, [0] * n, steps, mode="drop", max_rows=4)  # several passes
+        assert encoded == [n]
+    assert m.adapter._candidates_of is None
+
+
 # -- (3) the trained built-in ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
