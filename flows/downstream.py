@@ -4,6 +4,7 @@ registry: evaluation, then (when a baseline run is named) the comparison with it
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -64,9 +65,15 @@ def evaluate(ctx: JobContext) -> None:
     actors when they are up."""
     from attn_audit.tasks.evaluate.run import evaluate_run
 
-    with shard_progress("evaluating", ctx.run.num_samples, enabled=ctx.progress) as bar:
-        evaluate_run(ctx.store, ctx.run.run_id, device=ctx.plan.compute.device, pool=ctx.pool,
-                     on_progress=lambda done, _total: bar.update(0, done))
+    with ExitStack() as stack:
+        bars = []
+
+        def progress(done: int, total: int) -> None:  # the first report gives the total: the sanity check's too
+            if not bars:
+                bars.append(stack.enter_context(shard_progress("evaluating", total, enabled=ctx.progress)))
+            bars[0].update(0, done)
+
+        evaluate_run(ctx.store, ctx.run.run_id, device=ctx.plan.compute.device, pool=ctx.pool, on_progress=progress)
 
 
 def compare(ctx: JobContext) -> None:

@@ -80,7 +80,8 @@ class ComputeSpec(_Spec):
                             f"worker (default {DEFAULT_BATCH_SIZE})")
     shard_size: int | None = Field(None, ge=1, description="samples per shard: the unit of commit, retry and "
                                    f"resumption (default: about {SHARDS_PER_WORKER} shards per worker, "
-                                   f"{MIN_SHARD_SIZE} to {MAX_SHARD_SIZE} samples; a resumed run keeps its own)")
+                                   f"{MIN_SHARD_SIZE} to {MAX_SHARD_SIZE} samples, or one per worker for a smaller "
+                                   "run; a resumed run keeps its own)")
     workers: int | None = Field(None, ge=1, description="Ray actors (each loads the model once); default: one per "
                                 "GPU, or one per CPU core")
     gpus_per_worker: float = Field(1.0, gt=0, description="GPUs per actor when the Ray cluster has GPUs (default 1; "

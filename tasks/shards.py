@@ -13,6 +13,7 @@ from dataclasses import dataclass
 MAX_SHARD_SIZE = 1024  # samples: the largest automatic shard (what one retry or resume may redo)
 MIN_SHARD_SIZE = 256  # the smallest automatic shard: each shard costs a commit (~0.1-0.2 s)
 SHARDS_PER_WORKER = 4  # automatic size: about this many shards per worker, so no worker idles at the end
+MIN_SPLIT_SIZE = 16  # a run too small for MIN_SHARD_SIZE shards on every worker splits into shards of at least this
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,16 @@ def pending_shards(shards: Iterable[Shard], committed: Iterable[int]) -> list[Sh
 def auto_shard_size(num_samples: int, workers: int) -> int:
     """The shard size for a new run when none is given: about SHARDS_PER_WORKER shards per worker (with 5
     shards on 2 workers, one worker would run the last shard alone: a fifth of the run on half the
-    machine), between MIN_SHARD_SIZE and MAX_SHARD_SIZE samples."""
-    wanted = math.ceil(num_samples / max(1, SHARDS_PER_WORKER * workers))
-    return max(MIN_SHARD_SIZE, min(MAX_SHARD_SIZE, wanted))
+    machine), between MIN_SHARD_SIZE and MAX_SHARD_SIZE samples; a run too small for one such shard per worker is
+    split evenly, one shard per worker, each of at least MIN_SPLIT_SIZE samples (a sample of a long text or an LRP
+    method can cost seconds, a commit 0.1-0.2 s)."""
+    workers = max(1, workers)
+    size = max(MIN_SHARD_SIZE, min(MAX_SHARD_SIZE, math.ceil(num_samples / (SHARDS_PER_WORKER * workers))))
+    if num_samples >= size * workers:
+        return size
+    return max(1, math.ceil(num_samples / max(1, min(workers, num_samples // MIN_SPLIT_SIZE))))
 
 
 def max_shards(num_samples: int, shard_size: int | None) -> int:
     """How many shards a run can have: exact for a given size; for an automatic one, the most it can be."""
-    return math.ceil(num_samples / (shard_size or MIN_SHARD_SIZE))
+    return math.ceil(num_samples / (shard_size or MIN_SPLIT_SIZE))

@@ -1,5 +1,5 @@
-"""Units of evaluation work: a committed shard of the run (cut at --limit), the sanity check's first positions, and
-the store keys that make each (test, method, chunk) commit happen once."""
+"""Units of evaluation work: a committed shard of the run (cut at --limit), a part of the sanity check's first
+positions, and the store keys that make each (test, method, chunk) commit happen once."""
 
 from __future__ import annotations
 
@@ -33,18 +33,21 @@ def plan_chunks(store: Store, run_id: str, limit: int | None = None) -> list[Chu
     return chunks
 
 
-SANITY_UNIT = -1  # the shard_id of the sanity check's one unit of work (sanity_unit)
+SANITY_UNIT = -1  # the shard_id of the sanity check's units of work (sanity_units)
+SANITY_PART = 16  # samples per sanity unit: the check's passes spread over the workers like the chunks
 
 
-def sanity_unit(chunks: list[Chunk], samples: int) -> Chunk:
-    """The sanity check's one unit of work: the first `samples` positions of the run's leading contiguous chunks
-    (a run still being explained may have gaps)."""
+def sanity_units(chunks: list[Chunk], samples: int) -> list[Chunk]:
+    """The sanity check's units of work: the first `samples` positions of the run's leading contiguous chunks (a run
+    still being explained may have gaps), cut into parts of SANITY_PART positions (the same parts on any number
+    of workers, so their store keys do not change)."""
     start = stop = chunks[0].start
     for chunk in chunks:
         if chunk.start != stop:
             break
         stop = chunk.stop
-    return Chunk(SANITY_UNIT, start, min(stop, start + samples))
+    stop = min(stop, start + samples)
+    return [Chunk(SANITY_UNIT, lo, min(lo + SANITY_PART, stop)) for lo in range(start, stop, SANITY_PART)]
 
 
 def committed_keys(store: Store, table: str, keys: list[str]) -> set[str]:

@@ -19,7 +19,7 @@ from attn_audit.storage.datasets import SampleError as ReadError
 from attn_audit.storage.datasets import open_dataset
 from attn_audit.storage.store import Store
 from attn_audit.tasks.evaluate.aggregate import aggregate_run, stored_notes
-from attn_audit.tasks.evaluate.chunks import SANITY_UNIT, Chunk, committed_keys, plan_chunks, sanity_unit
+from attn_audit.tasks.evaluate.chunks import SANITY_UNIT, Chunk, committed_keys, plan_chunks, sanity_units
 from attn_audit.tasks.evaluate.localisation_job import localisation_rows
 from attn_audit.tasks.evaluate.notes import Notes
 from attn_audit.tasks.evaluate.perturbation_job import perturbation_rows
@@ -116,7 +116,8 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
     `settings` overrides every knob (EvalSettings). `model`: the run's model already loaded, instead of loading
     `run.model_ref` here. `pool`: a tasks.workers.WorkerPool of the run's model — the chunks' perturbation passes
     then run on its actors, several chunks at once.
-    `on_progress(done, total)`: dataset positions done, after each chunk."""
+    `on_progress(done, total)`: samples done, once before the first chunk (0) and after each; the sanity check's
+    samples count among them (its units of work run beside the chunks)."""
     started = time.perf_counter()
     store = store if isinstance(store, Store) else Store.open(store, storage_options=storage_options)
     run = store.run(run_id)
@@ -136,20 +137,22 @@ def evaluate_run(store: str | Store, run_id: str, tests: Iterable[str] | str = D
     chunks = plan_chunks(store, run.run_id, limit)
     work = [(job, c) for c in chunks] if job.jobs else []
     if "sanity" in tests and chunks:
-        work.append((replace(job, jobs=tuple(("sanity", m) for m in methods)),
-                     sanity_unit(chunks, settings.sanity_samples)))
-    total, done = sum(c.size for c in chunks), 0
+        sanity = replace(job, jobs=tuple(("sanity", m) for m in methods))
+        work += [(sanity, unit) for unit in sanity_units(chunks, settings.sanity_samples)]
+    total, done = sum(c.size for _, c in work), 0
+    if on_progress is not None:
+        on_progress(0, total)
     outcomes = _on_pool(pool, work) if pool is not None else ((c, _evaluate_chunk(ctx, c, list(j.jobs)))
                                                                 for j, c in work)
     for chunk, evaluated in outcomes:
+        done += chunk.size
+        if on_progress is not None:
+            on_progress(done, total)
         if chunk.shard_id == SANITY_UNIT:
             continue
         summary.chunks += 1
         summary.chunks_skipped += not evaluated
         summary.samples += chunk.size if evaluated else 0
-        done += chunk.size
-        if on_progress is not None:
-            on_progress(done, total)
     summary.results, _ = aggregate_run(store, run.run_id, settings)
     summary.notes = stored_notes(store, run.run_id, settings).lines()
     if run.status == "running":
@@ -217,7 +220,8 @@ def _evaluate_chunk(ctx: _Context, chunk: Chunk, jobs: list[tuple[str, str]]) ->
 
 
 def _sanity(ctx: _Context, methods: list[str], unit: Chunk, keys: dict[str, str]) -> None:
-    """The sanity check on the unit's positions (the run's first `sanity_samples`), one commit per method."""
+    """The sanity check on the unit's positions (a part of the run's first `sanity_samples`), one commit per
+    method."""
     digest = ctx.settings.digest("sanity")
     notes = Notes()
     samples = ctx.read(range(unit.start, unit.stop), notes)

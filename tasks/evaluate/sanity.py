@@ -33,7 +33,7 @@ def sanity_rows(m, batch, originals: dict[str, list], settings: EvalSettings, me
         for method in originals:
             notes.add(method, None, "sanity", f"not available for {m.adapter.family} models: they choose their own "
                       "targets (generated tokens, detections), and a randomised model chooses others, so there is "
-                      "no map of a stored target to compare with")
+                      "no map of a stored target to compare with", batch.size)
         return
     stored = {(x.sample_id, x.method): x for exps in originals.values() for x in exps if x.ok}
     targets = {x.sample_id: x.target for x in stored.values()}

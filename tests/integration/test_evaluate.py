@@ -15,7 +15,7 @@ from attn_audit.flows import evaluate_commands
 from attn_audit.flows.plan import model_fingerprint
 from attn_audit.storage.datasets import CLASS_NAMES, open_dataset
 from attn_audit.storage.store import RunSpec, Store
-from attn_audit.tasks.evaluate import EvalSettings, evaluate_run, stored_summary
+from attn_audit.tasks.evaluate import EvalSettings, chunks, evaluate_run, stored_summary
 from attn_audit.tasks.explain_shard import explain_shard
 from attn_audit.tasks.report import write_report
 from attn_audit.tasks.shards import plan_shards
@@ -61,9 +61,12 @@ def _rows(store, run_id, table="metrics", **where):
 def test_evaluate_canvas_run_end_to_end(canvas_run):
     store, run_id = canvas_run
     settings = EvalSettings(sanity_samples=3, resamples=200)
+    reports = []
     s = evaluate_run(store, run_id, tests="perturbation,localisation,sanity", batch_size=3, device="cpu",
-                     settings=settings)
+                     settings=settings, on_progress=lambda done, total: reports.append((done, total)))
     assert (s.chunks, s.chunks_skipped, s.samples) == (2, 0, N)
+    # the total comes first, then each unit's end: the two chunks and the sanity check's 3 samples
+    assert reports[0] == (0, N + 3) and reports[-1] == (N + 3, N + 3) and len(reports) == 4
     curves = [r for r in _rows(store, run_id, "perturbation_curves") if r["sample_id"] is not None]
     assert len(curves) == N * len(METHODS) * 2 * 10  # samples × methods × directions × image steps
     preds = {r["sample_id"]: r for r in store.predictions(run_id=run_id).to_pylist()}
@@ -96,6 +99,25 @@ def test_evaluate_canvas_run_end_to_end(canvas_run):
     assert again.chunks_skipped == 2 and again.samples == 0
     assert {t: store.delta(t).version() for t in versions} == versions
     assert again.results == s.results
+
+
+def test_the_sanity_check_in_parts_gives_every_sample_its_value_whole(canvas_run, monkeypatch):
+    """Its parts spread over the workers; each sample's correlations are those of the check run in one piece."""
+    store, run_id = canvas_run
+
+    def sanity(samples: int) -> dict:
+        settings = EvalSettings(sanity_samples=samples, resamples=50)  # another digest: computed afresh
+        evaluate_run(store, run_id, tests="sanity", device="cpu", settings=settings)
+        digest = settings.digest("sanity")
+        return {(r["method"], r["metric"], r["sample_id"]): r["value"] for r in _rows(store, run_id)
+                if r["metric"].startswith("sanity_spearman@") and r["sample_id"] is not None
+                and json.loads(r["details"])["eval"] == digest}
+
+    whole = sanity(4)  # one unit
+    monkeypatch.setattr(chunks, "SANITY_PART", 2)
+    parts = sanity(5)  # [0, 2), [2, 4), [4, 5)
+    assert len({k[2] for k in whole}) == 4 and len({k[2] for k in parts}) == 5
+    assert all(parts[k] == pytest.approx(v, abs=1e-6) for k, v in whole.items())
 
 
 def test_zero_protocol_and_limit_through_the_cli(canvas_run, capsys):

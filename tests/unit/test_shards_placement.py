@@ -1,8 +1,10 @@
 """Shard plans and actor placement: pure functions, no Ray running."""
 
+import math
+
 import pytest
 from attn_audit.tasks.actors import MAX_WORKERS_PER_CPU, error_line, plan_placement
-from attn_audit.tasks.shards import Shard, pending_shards, plan_shards
+from attn_audit.tasks.shards import Shard, auto_shard_size, max_shards, pending_shards, plan_shards
 
 from attn_audit import models
 
@@ -100,3 +102,18 @@ def test_a_failed_run_says_what_failed_and_whether_running_again_helps():
     assert message.startswith(f"2 of 3 shards failed, 1 of them still failing after up to {ATTEMPTS} attempts "
                               "(first: shard-0002 [20:30): too many concurrent writers)")
     assert message.endswith("(1 from this attempt): run the same command again to resume")
+
+
+@pytest.mark.parametrize(("samples", "workers", "size"), [
+    (100_000, 2, 1024),  # at most MAX_SHARD_SIZE
+    (4000, 2, 500),  # 4 shards per worker
+    (1000, 2, 256),  # at least MIN_SHARD_SIZE while every worker still gets such a shard
+    (500, 2, 250),  # below that, one shard per worker, evenly
+    (40, 2, 20),
+    (40, 16, 20),  # each of at least MIN_SPLIT_SIZE samples
+    (20, 2, 20),  # too small to split: one shard
+    (8, 1, 8),
+])
+def test_the_automatic_shard_size(samples, workers, size):
+    assert auto_shard_size(samples, workers) == size
+    assert max_shards(samples, None) >= math.ceil(samples / size)  # the bound the placement plans with
