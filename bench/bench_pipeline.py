@@ -150,20 +150,20 @@ def main(argv=None) -> None:
         return child(args.child)
 
     from attn_audit.flows.ray_cluster import _cpu_count
-    from attn_audit.tasks.actors import plan_placement
-    from attn_audit.tasks.shards import auto_shard_size, max_shards
+    from attn_audit.tasks.actors import place_run
+    from attn_audit.tasks.shards import max_shards
 
     from attn_audit import models
 
     methods = models.default_methods()
-    placement = plan_placement([{"CPU": float(_cpu_count())}],  # what the audit will use
-                               max_workers=max_shards(args.samples, args.shard_size))
+    placement, shard_size = place_run([{"CPU": float(_cpu_count())}], args.samples,  # what the audit will use
+                                      max_shards(args.samples, args.shard_size), args.shard_size)
     workers, threads = placement.workers, placement.threads
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
         work = Path(tmp)
         model, model_text = pick_model(work)
         print(f"model: {model_text}\ndata: {DATA.format(n=args.samples)}, methods: {', '.join(methods)}, "
-              f"batch {args.batch_size}, shard {args.shard_size or auto_shard_size(args.samples, placement.workers)}, "
+              f"batch {args.batch_size}, shard {shard_size}, "
               f"{placement.describe()}\n"
               f"machine: {platform.processor() or platform.machine()}, {_cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)

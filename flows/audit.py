@@ -28,7 +28,7 @@ from attn_audit.flows.progress import ShardProgress, phases, shard_progress, sho
 from attn_audit.flows.ray_cluster import ray_address, ray_session
 from attn_audit.flows.request import AuditRequest
 from attn_audit.storage.store import RunInfo, Store, StoreError
-from attn_audit.tasks.actors import ExplainerConfig, Placement, error_line, node_resources, plan_placement, worker_bytes
+from attn_audit.tasks.actors import ExplainerConfig, Placement, error_line, node_resources, place_run, worker_bytes
 from attn_audit.tasks.explain_shard import ShardJob, ShardResult
 from attn_audit.tasks.shards import Shard, auto_shard_size, pending_shards, plan_shards
 from attn_audit.tasks.workers import ATTEMPTS, Outcome, WorkerPool, is_transient
@@ -144,13 +144,13 @@ def _execute(request: AuditRequest, downstream: Downstream, kind: str, progress:
             address = ray_address()
             show_phase(f"connecting to the Ray cluster at {address}…" if address else "starting Ray…", progress)
             info = stack.enter_context(ray_session(verbose=verbose))
-            rt.placement = plan_placement(node_resources(), plan.compute.workers, plan.compute.gpus_per_worker,
-                                          plan.compute.device, max_workers=plan.shards_pending,
-                                          worker_bytes=worker_bytes(plan.model_ref))
+            rt.placement, plan.shard_size = place_run(  # a new run's automatic shard size: for these workers
+                node_resources(), plan.num_samples, plan.shards_pending, plan.shard_size, plan.compute.workers,
+                plan.compute.gpus_per_worker, plan.compute.device, worker_bytes(plan.model_ref))
             timings["ray_start"] = info.seconds
             rt.ray = f"{info.mode} {info.address}"
-        if plan.shard_size is None:  # a new run with an automatic shard size: now the workers are known
-            plan.shard_size = auto_shard_size(plan.num_samples, rt.placement.workers if rt.placement else 1)
+        if plan.shard_size is None:  # a new run with nothing to compute (no samples): no workers
+            plan.shard_size = auto_shard_size(plan.num_samples, 1)
         summary = _audit_run(plan, downstream, kind, rt)
         stopping = time.perf_counter()
     timings["ray_stop"] = time.perf_counter() - stopping  # a local Ray stops with the flow

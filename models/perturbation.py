@@ -116,7 +116,8 @@ def perturbation_curves(m: LoadedModel, batch: Batch, modality: str, maps: Seque
     order = torch.argsort(keep.sum(1), descending=True, stable=True)  # similar lengths share a pass
     score = torch.empty(len(order), device=m.device)
     prob, pred = torch.empty_like(score), torch.empty(len(order), dtype=torch.long, device=m.device)
-    with torch.inference_mode(), autocast(m.device, m.precision), sdpa(m.model), adapter.perturbing(batch):
+    # perturbing before sdpa: what the adapter prepares there (a captioner's generation) runs as when explaining
+    with torch.inference_mode(), autocast(m.device, m.precision), adapter.perturbing(batch), sdpa(m.model):
         max_rows = max_rows or default_max_rows(m.device)
         for lo in range(0, len(order), max_rows):
             rows = order[lo:lo + max_rows]

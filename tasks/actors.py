@@ -24,7 +24,7 @@ from attn_audit.storage.store import Store
 from attn_audit.tasks.evaluate.chunks import Chunk
 from attn_audit.tasks.evaluate.run import ChunkJob, evaluate_chunk
 from attn_audit.tasks.explain_shard import ShardJob, ShardResult, explain_shard
-from attn_audit.tasks.shards import Shard
+from attn_audit.tasks.shards import Shard, auto_shard_size, max_shards
 
 from attn_audit import models
 
@@ -178,6 +178,22 @@ def worker_bytes(model_ref: str) -> float:
     over (the weights, activations and the relevancy of a batch)."""
     files = models.checkpoint_files(model_ref) or []
     return WORKER_BASE_BYTES + 3 * sum(f.stat().st_size for f in files if f.suffix == ".safetensors")
+
+
+def place_run(nodes: list[dict[str, float]], num_samples: int, pending: int, shard_size: int | None,
+              workers: int | None = None, gpus_per_worker: float = 1, device: str = "auto",
+              worker_bytes: float | None = None) -> tuple[Placement, int]:
+    """The actors of a run with `pending` shards to compute (plan_placement) and its shard size: a new run's
+    automatic size (`shard_size` None) is chosen for those actors, and when its even split leaves fewer shards than
+    actors (a small run on a cluster of 17 workers or more) the actors are planned again for the shards there are."""
+    placement = plan_placement(nodes, workers, gpus_per_worker, device, max_workers=pending, worker_bytes=worker_bytes)
+    if shard_size is None:
+        shard_size = auto_shard_size(num_samples, placement.workers)
+        shards = max_shards(num_samples, shard_size)
+        if shards < placement.workers:
+            placement = plan_placement(nodes, workers, gpus_per_worker, device, max_workers=shards,
+                                       worker_bytes=worker_bytes)
+    return placement, shard_size
 
 
 def _cpu_worker_limit(nodes: list[dict[str, float]], worker_bytes: float | None) -> tuple[int, str]:

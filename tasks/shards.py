@@ -60,5 +60,8 @@ def auto_shard_size(num_samples: int, workers: int) -> int:
 
 
 def max_shards(num_samples: int, shard_size: int | None) -> int:
-    """How many shards a run can have: exact for a given size; for an automatic one, the most it can be."""
-    return math.ceil(num_samples / (shard_size or MIN_SPLIT_SIZE))
+    """How many shards a run can have: exact for a given size; for an automatic one, the most it can be (on any
+    number of workers: see auto_shard_size)."""
+    if shard_size:
+        return math.ceil(num_samples / shard_size)
+    return max(math.ceil(num_samples / MIN_SHARD_SIZE), num_samples // MIN_SPLIT_SIZE)

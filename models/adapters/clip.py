@@ -44,7 +44,7 @@ class ClipAdapter(Adapter):
         self.encoder = TextEncoder(tokenizer, max_length or model_max_length(tokenizer, model.config.text_config),
                                    truncate)
         model.config.num_labels, model.config.id2label = 1, {0: "similarity"}
-        self._candidates_of: dict | None = None  # inside `perturbing`
+        self._candidates_of: tuple[Batch, dict] | None = None  # inside `perturbing`: its batch's candidates
 
     def tensor_meta(self, tensors):
         ids = tensors["input_ids"]
@@ -132,16 +132,16 @@ class ClipAdapter(Adapter):
     @contextmanager
     def perturbing(self, batch):
         """The candidates of `batch` are encoded once for all the passes inside (one perturbation test)."""
-        self._candidates_of = {}
+        outer, self._candidates_of = self._candidates_of, (batch, {})
         try:
             yield
         finally:
-            self._candidates_of = None
+            self._candidates_of = outer
 
     def _candidates(self, batch, modality):
         """The unperturbed other side of every pair of `batch`: what the pairs reduced on `modality` are scored
         against."""
-        kept = self._candidates_of if self._candidates_of is not None else {}
+        kept = self._candidates_of[1] if self._candidates_of and self._candidates_of[0] is batch else {}
         if modality not in kept:
             kept[modality] = (self._text_features(batch["input_ids"], batch["attention_mask"]) if modality == "image"
                               else self._image_features(batch["pixel_values"]))

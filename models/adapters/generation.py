@@ -130,6 +130,14 @@ class GenerationAdapter(MultiTargetAdapter):
         self._require_source(modality)
         return self.removable_source(batch)
 
+    @contextmanager
+    def perturbing(self, batch):
+        """The sequences to teacher-force are generated here, before the passes (which may run another attention
+        kernel: greedy decoding there could break a near-tie the other way than the explanation did)."""
+        if "generated" not in batch.meta:
+            self.generate(batch)
+        yield
+
     def perturbed_logits(self, batch, rows, keep, modality, mode, positions):
         self._require_source(modality)
         generated = batch.meta["generated"] if "generated" in batch.meta else self.generate(batch)

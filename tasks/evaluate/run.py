@@ -30,7 +30,7 @@ from attn_audit.tasks.labels import LabelMap, label_map_for
 
 from attn_audit import models
 
-CHUNK_TESTS = ("perturbation", "localisation")  # per chunk; the sanity check is one unit (chunks.sanity_unit)
+CHUNK_TESTS = ("perturbation", "localisation")  # per chunk; the sanity check has units of its own (chunks.sanity_units)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ DEFAULT_TESTS = TESTS  # sanity re-explains only `sanity_samples` samples per ra
 MODES = ("drop", "zero")
 TEXT_STEPS = (0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)  # text and region tokens (SPEC §3)
 IMAGE_STEPS = tuple(round(0.1 * i, 1) for i in range(10))  # image patches: 0, 0.1, ..., 0.9
+# In the sanity check's digest: how its rows are cut and counted (2: parts of chunks.SANITY_PART samples, each note
+# counting samples), so that a store evaluated before such a change computes it afresh instead of adding to it.
+SANITY_LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ class EvalSettings:
         keys = {"perturbation": ("steps", "default_steps"),  # the mode is in the metric names
                 "localisation": ("tau", "top_k", "alpha"), "sanity": ("sanity_samples", "seed"),
                 "aggregate": ("resamples", "seed")}[test]
-        return {k: getattr(self, k) for k in keys}
+        values = {k: getattr(self, k) for k in keys}
+        return {**values, "layout": SANITY_LAYOUT} if test == "sanity" else values
 
     def digest(self, test: str) -> str:
         return hashlib.sha256(json.dumps(self.for_test(test), sort_keys=True).encode()).hexdigest()[:12]

@@ -12,6 +12,7 @@ from attn_audit.models.engine.attention_registry import sdpa
 from attn_audit.models.perturbation import perturbation_curves
 from transformers import PreTrainedModel
 
+from attn_audit import models
 from tests import tiny_bimodal, tiny_encdec, tiny_models
 
 TEXT_STEPS = [0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0]
@@ -66,3 +67,21 @@ def test_the_curves_are_the_eager_ones_and_the_passes_ran_sdpa(bert, monkeypatch
     np.testing.assert_allclose(fast.probability, eager.probability, atol=1e-6)
     np.testing.assert_allclose(fast.score, eager.score, atol=1e-5)
     np.testing.assert_array_equal(fast.prediction, eager.prediction)
+
+
+def test_a_captioner_generates_what_it_teacher_forces_before_the_passes_switch(monkeypatch):
+    """Greedy decoding runs with the attention it ran with when explaining; only the teacher-forced passes run SDPA."""
+    m = tiny_encdec.wrapped_generator("captioner")
+    batch = m.preprocess(tiny_encdec.images(2, 32))
+    exps = [x for x in models.explain(m, m.preprocess(tiny_encdec.images(2, 32)), method="raw_attention") if x.ok]
+    seen = {}
+    generate, perturbed_logits = m.adapter.generate, m.adapter.perturbed_logits
+    monkeypatch.setattr(m.adapter, "generate", lambda b: seen.setdefault("generate", implementations(m.model))
+                        and generate(b))
+    monkeypatch.setattr(m.adapter, "perturbed_logits", lambda *a, **kw: seen.setdefault(
+        "passes", implementations(m.model)) and perturbed_logits(*a, **kw))
+    position = {sid: i for i, sid in enumerate(batch.sample_ids)}
+    perturbation_curves(m, batch, "image", [x.relevance["image"] for x in exps], [x.prediction for x in exps],
+                        [0.0, 0.5], samples=[position[x.sample_id] for x in exps], mode="drop",
+                        positions=[x.target for x in exps])
+    assert seen == {"generate": {"eager"}, "passes": {"sdpa"}}

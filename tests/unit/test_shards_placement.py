@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from attn_audit.tasks.actors import MAX_WORKERS_PER_CPU, error_line, plan_placement
+from attn_audit.tasks.actors import MAX_WORKERS_PER_CPU, error_line, place_run, plan_placement
 from attn_audit.tasks.shards import Shard, auto_shard_size, max_shards, pending_shards, plan_shards
 
 from attn_audit import models
@@ -117,3 +117,21 @@ def test_a_failed_run_says_what_failed_and_whether_running_again_helps():
 def test_the_automatic_shard_size(samples, workers, size):
     assert auto_shard_size(samples, workers) == size
     assert max_shards(samples, None) >= math.ceil(samples / size)  # the bound the placement plans with
+
+
+def test_a_run_gets_no_more_actors_than_it_has_shards():
+    assert place_run([{"CPU": 2.0}], 40, max_shards(40, None), None)[1] == 20  # both cores, a shard each
+    placement, size = place_run([{"CPU": 2.0}], 20, max_shards(20, None), None)
+    assert (placement.workers, size) == (1, 20)  # too small to split
+    # 289 samples on 32 cores: 18 workers would get 17-sample shards, of which there are only 17
+    placement, size = place_run([{"CPU": 32.0}], 289, max_shards(289, None), None)
+    assert (placement.workers, size, max_shards(289, size)) == (17, 17, 17)
+    for samples in range(1, 1200, 7):
+        for cores in (1.0, 2.0, 3.0, 16.0, 64.0):
+            placement, size = place_run([{"CPU": cores}], samples, max_shards(samples, None), None)
+            assert 1 <= placement.workers <= max_shards(samples, size)
+
+
+def test_a_resumed_run_keeps_its_shard_size():
+    placement, size = place_run([{"CPU": 4.0}], 1000, 2, 100)  # 2 of its 100-sample shards are left
+    assert (placement.workers, size) == (2, 100)
