@@ -68,10 +68,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per case; the median is printed")
     p.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
-    p.add_argument("--smoke", action="store_true", help="64 tokens, hidden 32: seconds")
+    p.add_argument("--smoke", action="store_true", help="256 tokens, hidden 32: seconds")
     args = p.parse_args(argv)
     if args.smoke:
-        args.tokens, args.hidden, args.layers, args.repeats = [64], 32, 2, 1
+        args.tokens, args.hidden, args.layers, args.repeats = [256], 32, 2, 1
     rows = []
     print(f"BERT-shaped, hidden {args.hidden}, {args.layers} layers, batch 1, chefer2021, {args.device}; "
           f"MB the pass adds at its peak, median of {args.repeats} processes")

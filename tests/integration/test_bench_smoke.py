@@ -26,9 +26,10 @@ def test_bench_engine():
 def test_bench_memory(tmp_path):
     out = run("bench_memory.py", "--json", str(tmp_path / "memory.json"))
     (row,) = json.loads((tmp_path / "memory.json").read_text())
-    assert "fused÷floor" in out and row["tokens"] == 64
-    # measured in fresh processes, not zero; which of fused and eager is smaller is noise at 64 tokens (CI saw both)
-    assert all(row[f"{case}_mb"] > 0 for case in ("floor", "fused", "eager"))
+    assert "fused÷floor" in out and row["tokens"] == 256
+    # measured in fresh processes. At 64 tokens a pass could add no page at all and which of fused and eager was
+    # smaller was noise (CI saw both); at 256 the eager capture's per-head maps (2 MB here) are always the difference
+    assert row["floor_mb"] >= 0 and 0 < row["fused_mb"] < row["eager_mb"]
 
 
 def test_bench_lm(tmp_path):
