@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import signal
 import sys
 
@@ -210,5 +211,23 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+# Commands that only read: their process ends at once when done, skipping the interpreter's teardown, where
+# pyarrow's dataset threads over deltalake's file system abort it now and then (std::terminate, "terminate called
+# without an active exception": 1 in 13-40 `attn-audit runs` here; delta-rs #2184, arrow #34314). Their output is
+# flushed first, and they hold no server, worker or file to release.
+ENDS_AT_ONCE = frozenset({"runs", "query", "show", "methods"})
+
+
+def run_console_script(argv: list[str] | None = None) -> None:
+    """The `attn-audit` console script: `main`, then the exit."""
+    argv = sys.argv[1:] if argv is None else argv
+    code = main(argv)
+    if next((a for a in argv if not a.startswith("-")), None) in ENDS_AT_ONCE:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_console_script()
